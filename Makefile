@@ -1,0 +1,45 @@
+# Two commands do everything from a fresh clone: `make demo` and `make test`. Each installs what it needs first.
+.PHONY: install demo test test-fast quality style clean
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url <a CPU wheel index>" on a CPU machine whose pip
+# would otherwise resolve torch to the CUDA build.
+TORCH_PIP_ARGS ?=
+TINY := data/tiny
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+install: $(INSTALLED)
+
+# torch first and pinned: a machine without CUDA takes the CPU wheel (`torch==2.13.0`), after which the package's
+# `torch>=2.11,<2.14` is already satisfied and pip pulls no CUDA packages. A machine with CUDA takes the CUDA build.
+$(INSTALLED): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0" $(TORCH_PIP_ARGS)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(TINY)/base/config.json: | $(INSTALLED)
+	$(PY) -m alignment.synthetic build --output_dir $(TINY)
+
+demo: install $(TINY)/base/config.json
+	$(PY) scripts/run_sft.py recipes/tiny/sft/config.yaml
+	$(PY) -m alignment.synthetic evaluate outputs/tiny/sft --data $(TINY)/sft/test.jsonl --baseline $(TINY)/base
+
+test: install
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+quality: install
+	$(VENV)/bin/ruff check src scripts tests
+	$(VENV)/bin/ruff format --check src scripts tests
+
+style: install
+	$(VENV)/bin/ruff check --fix src scripts tests
+	$(VENV)/bin/ruff format src scripts tests
+
+clean:
+	rm -rf outputs $(TINY)

@@ -1,0 +1,89 @@
+"""Supervised fine-tuning (the dSFT stage of Zephyr) over TRL's SFTTrainer.
+
+Trains on every assistant turn of each chat and on nothing else (masks derived from the chat template, see
+`alignment.templates`); full fine-tuning, LoRA (`use_peft: true`) or QLoRA (`load_in_4bit: true`, GPU only);
+packing and padding-free batches through TRL; resumes on its own from the newest checkpoint in `output_dir`.
+
+    accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero3.yaml scripts/run_sft.py \
+        recipes/zephyr-7b-beta/sft/config_full.yaml
+    python scripts/run_sft.py recipes/tiny/sft/config.yaml --learning_rate 1e-3
+
+Outputs in `output_dir`: the model, its tokenizer with the chat template, a generation config that stops at the
+template's end of turn, `resolved_config.yaml`, metrics and a model card.
+Raises: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malformed chats (or drops them with
+`skip_invalid_rows: true`), `ChatTemplateError` for templates whose assistant turns cannot be located exactly.
+"""
+
+import logging
+
+from trl import SFTTrainer, get_peft_config
+
+from alignment.chat_data import tokenize_chats
+from alignment.configs import DataArguments, ModelArguments, SFTConfig
+from alignment.data import load_mixture, sft_row_problem
+from alignment.model_utils import load_model, load_tokenizer, match_embeddings_to_tokenizer
+from alignment.parser import RecipeParser
+from alignment.run_utils import (
+    last_checkpoint,
+    log_and_save_resolved_config,
+    save_and_card,
+    set_generation_eos,
+    setup_logging,
+)
+from alignment.templates import end_of_turn_token_ids, set_chat_template
+
+logger = logging.getLogger("alignment")
+
+
+def main() -> None:
+    model_args, data_args, training_args = RecipeParser((ModelArguments, DataArguments, SFTConfig)).parse()
+    setup_logging(training_args)
+    log_and_save_resolved_config(training_args, model_args, data_args, training_args)
+
+    tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
+    set_chat_template(tokenizer, data_args.chat_template)
+
+    raw = load_mixture(data_args, validate_row=sft_row_problem, required_columns=["messages"])
+    splits = {
+        split: tokenize_chats(
+            raw[split],
+            tokenizer,
+            max_length=training_args.max_length,
+            train_on_prompt=data_args.train_on_prompt,
+            num_proc=training_args.dataset_num_proc,
+            split_name=split,
+        )[0]
+        for split in raw
+    }
+
+    model = load_model(
+        model_args,
+        trust_remote_code=training_args.trust_remote_code,
+        gradient_checkpointing=training_args.gradient_checkpointing,
+    )
+    match_embeddings_to_tokenizer(model, tokenizer)
+    set_generation_eos(model, tokenizer, end_of_turn_token_ids(tokenizer))
+
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits.get("test") if training_args.eval_strategy != "no" or training_args.do_eval else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint(training_args))
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    if trainer.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+    save_and_card(trainer, dataset_names=data_args.source_names(), tags=["sft"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Install the alignment handbook library (`src/alignment`).
+
+Versions are pinned to the set measured together on 2026-11-23 (CPU: torch 2.13.0 wheel; 2 cores). Upper bounds
+matter here: recipe keys are the field names of TRL's and transformers' config dataclasses, and those are renamed
+between minor releases (TRL's `max_seq_length` -> `max_length` broke the original handbook's recipes).
+"""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "torch>=2.11,<2.14",
+    "transformers==5.23.0",
+    "trl==1.16.0",
+    "peft==0.21.2",
+    "datasets==5.2.0",
+    "accelerate==1.15.0",
+    "tokenizers>=0.22,<0.24",
+    "safetensors>=0.6",
+    "pyyaml>=6.0",
+    "jinja2>=3.1",
+    "matplotlib>=3.8",
+    "tqdm>=4.66",
+]
+
+EXTRAS = {
+    # GPU-only: none of these is needed (or importable) on a CPU machine.
+    "gpu": ["deepspeed==0.19.8", "flash-attn>=2.7", "bitsandbytes>=0.45", "liger-kernel>=0.6"],
+    # deepspeed runs ZeRO-3 on CPU processes (gloo), which the multi-process tests use.
+    "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "deepspeed==0.19.8"],
+}
+
+setup(
+    name="alignment-handbook",
+    version="0.1.0",
+    description="Recipes and a small library to post-train language models: dSFT, dDPO, reward and value models.",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    package_data={"alignment": ["chat_templates/*.jinja", "chat_templates/README.md"]},
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)

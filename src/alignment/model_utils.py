@@ -1,0 +1,101 @@
+"""Loading tokenizers and models the same way for every stage: dtype, attention, quantization, adapters, pad token."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+from peft import PeftConfig, PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from trl import get_kbit_device_map, get_quantization_config
+
+from alignment.configs import ModelArguments
+
+logger = logging.getLogger(__name__)
+
+
+def is_adapter_folder(path: str) -> bool:
+    """True when `path` is a local folder holding a PEFT adapter rather than full weights."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_tokenizer(model_args: ModelArguments, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load the tokenizer and make sure it has a pad token.
+
+    A tokenizer without one gets its EOS token as pad token: padded positions are masked out of attention and loss,
+    so the choice does not change training, and it is logged once so it is never a surprise.
+    """
+    source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if is_adapter_folder(source) and not (Path(source) / "tokenizer_config.json").is_file():
+        source = PeftConfig.from_pretrained(source).base_model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(
+        source, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+    )
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"The tokenizer of {source} has neither a pad token nor an EOS token to pad with.")
+        tokenizer.pad_token = tokenizer.eos_token
+        logger.info("Tokenizer has no pad token: padding with its EOS token %r", tokenizer.eos_token)
+    return tokenizer
+
+
+def _check_quantization_possible(model_args: ModelArguments) -> None:
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "`load_in_4bit`/`load_in_8bit` (QLoRA) needs a CUDA GPU and bitsandbytes; this machine has no GPU. "
+            "Set `load_in_4bit: false` to train LoRA adapters on a full-precision base instead."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(
+            "`load_in_4bit`/`load_in_8bit` needs bitsandbytes: `pip install -e '.[gpu]'` (or `pip install bitsandbytes`)."
+        )
+
+
+def load_model(
+    model_args: ModelArguments,
+    *,
+    trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
+    model_class: type = AutoModelForCausalLM,
+    **model_kwargs,
+) -> PreTrainedModel:
+    """Load the model to train, with the recipe's dtype, attention implementation and quantization.
+
+    `model_name_or_path` may be a LoRA adapter folder (the output of a LoRA SFT run, say): the adapter is merged
+    into its base so the next stage starts from one plain model, as the original handbook's `is_adapter_model` did.
+    """
+    _check_quantization_possible(model_args)
+    quantization_config = get_quantization_config(model_args)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=trust_remote_code,
+        dtype=dtype,
+        attn_implementation=model_args.attn_implementation,
+        quantization_config=quantization_config,
+        device_map=get_kbit_device_map() if quantization_config is not None else None,
+        use_cache=not gradient_checkpointing,
+        **model_kwargs,
+    )
+    source = model_args.model_name_or_path
+    if is_adapter_folder(source):
+        adapter_config = PeftConfig.from_pretrained(source)
+        logger.info("%s is a LoRA adapter: merging it into its base %s", source, adapter_config.base_model_name_or_path)
+        base = model_class.from_pretrained(adapter_config.base_model_name_or_path, **kwargs)
+        model = PeftModel.from_pretrained(base, source).merge_and_unload()
+        model.config.name_or_path = source
+        return model
+    return model_class.from_pretrained(source, **kwargs)
+
+
+def match_embeddings_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Grow the embedding matrix when the chat template added special tokens to the tokenizer."""
+    current = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > current:
+        logger.info("Resizing token embeddings from %d to %d for added special tokens", current, len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer))
+

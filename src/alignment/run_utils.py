@@ -1,0 +1,101 @@
+"""What every `scripts/run_*.py` does around its trainer: logging, the resolved config, resume, saving, model card."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+import transformers
+import yaml
+from transformers import PreTrainedTokenizerBase, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+logger = logging.getLogger("alignment")
+
+RESOLVED_CONFIG_NAME = "resolved_config.yaml"
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """INFO on the main process, warnings only elsewhere, one format for the handbook, transformers and datasets."""
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)]
+    )
+    level = logging.INFO if training_args.process_index == 0 else logging.WARNING
+    logging.getLogger("alignment").setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe copy of a config value (enums to their value, tuples to lists)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "to_dict"):  # e.g. transformers' AcceleratorConfig, built from a mapping in __post_init__
+        return _plain(value.to_dict())
+    if dataclasses.is_dataclass(value):
+        return _plain(dataclasses.asdict(value))
+    return str(value)
+
+
+def resolved_config(*configs: Any) -> dict[str, Any]:
+    """One flat mapping of every recipe key to the value the run uses; it parses back as a recipe."""
+    resolved: dict[str, Any] = {}
+    for config in configs:
+        for f in dataclasses.fields(config):
+            if f.init and not f.name.startswith("_"):
+                resolved[f.name] = _plain(getattr(config, f.name))
+    return resolved
+
+
+def log_and_save_resolved_config(training_args: TrainingArguments, *configs: Any) -> dict[str, Any]:
+    """Log the resolved config on rank 0 and write it to `output_dir/resolved_config.yaml`."""
+    resolved = resolved_config(*configs)
+    if training_args.process_index == 0:
+        text = yaml.safe_dump(resolved, sort_keys=True)
+        logger.info("Resolved config:\n%s", text)
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        Path(training_args.output_dir, RESOLVED_CONFIG_NAME).write_text(text, encoding="utf-8")
+    return resolved
+
+
+def last_checkpoint(training_args: TrainingArguments) -> str | None:
+    """The checkpoint to resume from: the newest `checkpoint-N` in `output_dir`, logged when found."""
+    if not os.path.isdir(training_args.output_dir):
+        return None
+    checkpoint = get_last_checkpoint(training_args.output_dir)
+    if checkpoint is not None:
+        logger.info("Resuming from %s", checkpoint)
+    return checkpoint
+
+
+def set_generation_eos(model, tokenizer: PreTrainedTokenizerBase, end_of_turn_ids: list[int]) -> None:
+    """Make generation stop where the chat template ends an assistant turn, not only at the tokenizer's EOS."""
+    eos_ids = list(dict.fromkeys([*end_of_turn_ids, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])]))
+    config = model.generation_config
+    config.eos_token_id = eos_ids if len(eos_ids) > 1 else eos_ids[0]
+    config.pad_token_id = tokenizer.pad_token_id
+    logger.info("Generation stops at %s", tokenizer.convert_ids_to_tokens(eos_ids))
+
+
+def save_and_card(trainer, *, dataset_names: list[str], tags: list[str]) -> None:
+    """Save model, tokenizer (with its chat template) and generation config; write a model card on rank 0."""
+    trainer.save_model(trainer.args.output_dir)
+    if trainer.is_world_process_zero():
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        unwrapped.generation_config.save_pretrained(trainer.args.output_dir)
+        trainer.create_model_card(dataset_name=", ".join(dataset_names), tags=["alignment-handbook", *tags])
+        logger.info("Saved model, tokenizer, generation config and model card to %s", trainer.args.output_dir)
