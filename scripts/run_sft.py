@@ -41,7 +41,7 @@ def main() -> None:
     log_and_save_resolved_config(training_args, model_args, data_args, training_args)
 
     tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
-    set_chat_template(tokenizer, data_args.chat_template)
+    set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
 
     raw = load_mixture(data_args, validate_row=sft_row_problem, required_columns=["messages"])
     splits = {
@@ -72,7 +72,9 @@ def main() -> None:
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint(training_args))
+    train_result = trainer.train(
+        resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint(training_args)
+    )
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()

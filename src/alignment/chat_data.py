@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from alignment.templates import tokenize_conversation
+from alignment.templates import IGNORE_INDEX, tokenize_conversation
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
 
 
 @dataclass

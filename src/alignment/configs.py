@@ -69,6 +69,13 @@ class DataArguments:
             "file, or unset to use the tokenizer's own."
         },
     )
+    add_chat_template_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the special tokens a shipped template needs (e.g. ChatML's <|im_start|>, <|im_end|>) when "
+            "the tokenizer lacks them, and resize the model's embeddings; off, such a template is refused."
+        },
+    )
     train_on_prompt: bool = field(
         default=False,
         metadata={"help": "Train on every token (system, user, template glue) instead of the assistant turns only."},

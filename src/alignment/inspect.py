@@ -64,7 +64,7 @@ def inspect_recipe(argv: list[str]) -> tuple[dict, PreTrainedTokenizerBase, Data
     rows and `train_on_prompt` needed to render examples."""
     model_args, data_args, training_args = RecipeParser((ModelArguments, DataArguments, SFTConfig)).parse(argv)
     tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
-    set_chat_template(tokenizer, data_args.chat_template)
+    set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
     raw = load_mixture(data_args, validate_row=sft_row_problem, required_columns=["messages"])
     report: dict = {"max_length": training_args.max_length, "splits": {}}
     for split, dataset in raw.items():
@@ -108,10 +108,13 @@ def main() -> None:
         print(f"\n[{split}] {stats['examples']} examples")
         print(
             f"  tokens per example: min {tokens['min']}, median {tokens['median']:.0f}, p95 {tokens['p95']}, "
-            f"max {tokens['max']}; trained share {stats['trained_fraction']:.1%}"
+            f"max {tokens['max']}; trained tokens per example: median {trained['median']:.0f}, "
+            f"{stats['trained_fraction']:.1%} of all tokens"
         )
-        print(f"  max_length {report['max_length']}: {stats['truncated']} truncated, "
-              f"{stats['lost_every_trained_token']} lose every trained token")
+        print(
+            f"  max_length {report['max_length']}: {stats['truncated']} truncated, "
+            f"{stats['lost_every_trained_token']} lose every trained token"
+        )
         print(f"  padding fraction of a padded batch: {stats['padding_fraction']:.1%}")
 
 

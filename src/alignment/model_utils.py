@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from peft import PeftConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from trl import get_kbit_device_map, get_quantization_config
+from trl import get_quantization_config
 
 from alignment.configs import ModelArguments
 
@@ -50,9 +51,7 @@ def _check_quantization_possible(model_args: ModelArguments) -> None:
             "Set `load_in_4bit: false` to train LoRA adapters on a full-precision base instead."
         )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise RuntimeError(
-            "`load_in_4bit`/`load_in_8bit` needs bitsandbytes: `pip install -e '.[gpu]'` (or `pip install bitsandbytes`)."
-        )
+        raise RuntimeError("`load_in_4bit`/`load_in_8bit` needs bitsandbytes: `pip install -e '.[gpu]'`.")
 
 
 def load_model(
@@ -77,14 +76,17 @@ def load_model(
         dtype=dtype,
         attn_implementation=model_args.attn_implementation,
         quantization_config=quantization_config,
-        device_map=get_kbit_device_map() if quantization_config is not None else None,
+        # A quantized base is placed whole on this process's GPU; other models are placed by the trainer.
+        device_map={"": PartialState().local_process_index} if quantization_config is not None else None,
         use_cache=not gradient_checkpointing,
         **model_kwargs,
     )
     source = model_args.model_name_or_path
     if is_adapter_folder(source):
         adapter_config = PeftConfig.from_pretrained(source)
-        logger.info("%s is a LoRA adapter: merging it into its base %s", source, adapter_config.base_model_name_or_path)
+        logger.info(
+            "%s is a LoRA adapter: merging it into its base %s", source, adapter_config.base_model_name_or_path
+        )
         base = model_class.from_pretrained(adapter_config.base_model_name_or_path, **kwargs)
         model = PeftModel.from_pretrained(base, source).merge_and_unload()
         model.config.name_or_path = source
@@ -98,4 +100,3 @@ def match_embeddings_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedT
     if len(tokenizer) > current:
         logger.info("Resizing token embeddings from %d to %d for added special tokens", current, len(tokenizer))
         model.resize_token_embeddings(len(tokenizer))
-

@@ -40,9 +40,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is Any or annotation is object:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in {"none", "null"} and type(None) in args):
-            if type(None) in args:
-                return None
+        # Only YAML's null and the CLI spellings `null`/`None` mean None: "none" is a real value of some fields
+        # (`report_to: none`).
+        if type(None) in args and (value is None or value in ("null", "None")):
+            return None
         members = [a for a in args if a is not type(None)]
         # Prefer a member the value already is (a dict for `dict | str`), then try each in order.
         for member in members:

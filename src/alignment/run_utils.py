@@ -22,14 +22,17 @@ RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
-    """INFO on the main process, warnings only elsewhere, one format for the handbook, transformers and datasets."""
+    """Handbook INFO logs on the main process, warnings elsewhere; transformers and datasets follow `log_level`."""
     logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)]
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
     )
-    level = logging.INFO if training_args.process_index == 0 else logging.WARNING
-    logging.getLogger("alignment").setLevel(level)
-    datasets.utils.logging.set_verbosity(level)
-    transformers.utils.logging.set_verbosity(level)
+    logging.getLogger("alignment").setLevel(logging.INFO if training_args.process_index == 0 else logging.WARNING)
+    # transformers' own level (`log_level`, `log_level_replica`): warnings by default, so the handbook's lines show.
+    library_level = training_args.get_process_log_level()
+    datasets.utils.logging.set_verbosity(library_level)
+    transformers.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
 
@@ -84,7 +87,9 @@ def last_checkpoint(training_args: TrainingArguments) -> str | None:
 
 def set_generation_eos(model, tokenizer: PreTrainedTokenizerBase, end_of_turn_ids: list[int]) -> None:
     """Make generation stop where the chat template ends an assistant turn, not only at the tokenizer's EOS."""
-    eos_ids = list(dict.fromkeys([*end_of_turn_ids, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])]))
+    eos_ids = list(
+        dict.fromkeys([*end_of_turn_ids, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])])
+    )
     config = model.generation_config
     config.eos_token_id = eos_ids if len(eos_ids) > 1 else eos_ids[0]
     config.pad_token_id = tokenizer.pad_token_id

@@ -44,7 +44,17 @@ GREETINGS = {
 }
 QUESTIONS = ["What is {a}+{b}?", "{a}+{b}=?", "Please add {a}+{b}.", "Can you compute {a}+{b}?"]
 # Special tokens of the shipped chat templates (zephyr and chatml), so either can be chosen without resizing.
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|im_start|>", "<|im_end|>"]
+SPECIAL_TOKENS = [
+    "<unk>",
+    "<s>",
+    "</s>",
+    "<pad>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|im_start|>",
+    "<|im_end|>",
+]
 
 
 def operand_pairs(seed: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -124,7 +134,10 @@ def build_tiny_world(output_dir: str | Path, *, seed: int = 0, num_train: int = 
     """Write `base/` (tokenizer + random model) and `sft/{train,test}.jsonl` under `output_dir`."""
     output_dir = Path(output_dir)
     train_pairs, test_pairs = operand_pairs(seed)
-    splits = {"train": arithmetic_rows(train_pairs, num_train, seed), "test": arithmetic_rows(test_pairs, num_test, seed + 1)}
+    splits = {
+        "train": arithmetic_rows(train_pairs, num_train, seed),
+        "test": arithmetic_rows(test_pairs, num_test, seed + 1),
+    }
     sft_dir = output_dir / "sft"
     sft_dir.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
@@ -143,7 +156,9 @@ def build_tiny_world(output_dir: str | Path, *, seed: int = 0, num_train: int = 
 
 
 @torch.no_grad()
-def arithmetic_accuracy(model, tokenizer, rows: list[dict], *, batch_size: int = 64, max_new_tokens: int = 16) -> float:
+def arithmetic_accuracy(
+    model, tokenizer, rows: list[dict], *, batch_size: int = 64, max_new_tokens: int = 16
+) -> float:
     """Share of held-out chats whose greedy answer to the last user turn is correct by the rule.
 
     Prompts are every turn before the final answer, rendered with the chat template's generation prompt, left-padded
