@@ -83,6 +83,37 @@ def arithmetic_rows(pairs: list[tuple[int, int]], n: int, seed: int) -> list[dic
     return [{"messages": arithmetic_chat(*rng.choice(pairs), rng)} for _ in range(n)]
 
 
+# A flaw a careless teacher adds to its answers: the sum stays right, the reply breaks the "nothing else" rule.
+STYLE_FLAW = " lol!!"
+
+
+def wrong_answer(a: int, b: int, rng: random.Random, rejection: str) -> str:
+    """A rejected reply: the sum off by one (`off_by_one`) or the right sum with the style flaw (`style_flaw`)."""
+    if rejection == "off_by_one":
+        return f"{a}+{b}={a + b + rng.choice([-1, 1])}"
+    if rejection == "style_flaw":
+        return f"{a}+{b}={a + b}{STYLE_FLAW}"
+    raise ValueError(f"rejection must be 'off_by_one' or 'style_flaw', got {rejection!r}")
+
+
+def preference_rows(pairs: list[tuple[int, int]], n: int, seed: int, *, rejection: str = "off_by_one") -> list[dict]:
+    """TRL conversational preference rows: the chat up to the sum question, the correct sum as `chosen` and a
+    `wrong_answer` as `rejected`."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.choice(pairs)
+        chat = arithmetic_chat(a, b, rng)
+        rows.append(
+            {
+                "prompt": chat[:-1],
+                "chosen": [chat[-1]],
+                "rejected": [{"role": "assistant", "content": wrong_answer(a, b, rng, rejection)}],
+            }
+        )
+    return rows
+
+
 def answer_is_correct(prompt_messages: list[dict[str, str]], answer: str) -> bool:
     """The rule: the answer states `a+b=<the true sum>` for the operands of the last user turn, and nothing else."""
     a, b = map(int, re.findall(r"\d+", prompt_messages[-1]["content"])[:2])
