@@ -34,9 +34,12 @@ from alignment.templates import end_of_turn_token_ids, set_chat_template
 
 logger = logging.getLogger("alignment")
 
+# Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
+RECIPE_DATACLASSES = (ModelArguments, DataArguments, SFTConfig)
+
 
 def main() -> None:
-    model_args, data_args, training_args = RecipeParser((ModelArguments, DataArguments, SFTConfig)).parse()
+    model_args, data_args, training_args = RecipeParser(RECIPE_DATACLASSES).parse()
     setup_logging(training_args)
     log_and_save_resolved_config(training_args, model_args, data_args, training_args)
 

@@ -120,7 +120,14 @@ def test_last_turn_only_mask_does_not_reach_the_threshold(tiny_world, tmp_path):
 
 @pytest.mark.slow
 def test_sft_saves_everything_a_user_needs(sft_output):
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "resolved_config.yaml"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "README.md",
+        "resolved_config.yaml",
+        "plot_loss.png",
+    ):
         assert (sft_output / name).is_file(), name
     tokenizer = AutoTokenizer.from_pretrained(sft_output)
     assert tokenizer.chat_template == load_chat_template("zephyr")

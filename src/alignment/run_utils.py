@@ -16,6 +16,8 @@ import yaml
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from alignment.plots import plot_log_history
+
 logger = logging.getLogger("alignment")
 
 RESOLVED_CONFIG_NAME = "resolved_config.yaml"
@@ -97,10 +99,12 @@ def set_generation_eos(model, tokenizer: PreTrainedTokenizerBase, end_of_turn_id
 
 
 def save_and_card(trainer, *, dataset_names: list[str], tags: list[str]) -> None:
-    """Save model, tokenizer (with its chat template) and generation config; write a model card on rank 0."""
+    """Save model, tokenizer (with its chat template) and generation config; write a model card and plots of the
+    logged curves on rank 0."""
     trainer.save_model(trainer.args.output_dir)
     if trainer.is_world_process_zero():
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         unwrapped.generation_config.save_pretrained(trainer.args.output_dir)
         trainer.create_model_card(dataset_name=", ".join(dataset_names), tags=["alignment-handbook", *tags])
+        plot_log_history(trainer.state.log_history, trainer.args.output_dir)
         logger.info("Saved model, tokenizer, generation config and model card to %s", trainer.args.output_dir)
