@@ -6,6 +6,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
+import huggingface_hub
 import torch
 from accelerate import PartialState
 from peft import PeftConfig, PeftModel
@@ -17,9 +18,15 @@ from alignment.configs import ModelArguments
 logger = logging.getLogger(__name__)
 
 
-def is_adapter_folder(path: str) -> bool:
-    """True when `path` is a local folder holding a PEFT adapter rather than full weights."""
-    return (Path(path) / "adapter_config.json").is_file()
+def is_adapter_folder(path: str, revision: str = "main") -> bool:
+    """True when `path` (a local folder or a hub repo id) holds a PEFT adapter rather than full weights."""
+    if Path(path).is_dir():
+        return (Path(path) / "adapter_config.json").is_file()
+    try:
+        return huggingface_hub.file_exists(path, "adapter_config.json", revision=revision)
+    except Exception as err:  # offline, private or missing repo: loading the model reports the real problem
+        logger.info("Could not check whether %s is an adapter (%s); loading it as a full model", path, err)
+        return False
 
 
 def load_tokenizer(model_args: ModelArguments, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -29,7 +36,9 @@ def load_tokenizer(model_args: ModelArguments, *, trust_remote_code: bool = Fals
     so the choice does not change training, and it is logged once so it is never a surprise.
     """
     source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
-    if is_adapter_folder(source) and not (Path(source) / "tokenizer_config.json").is_file():
+    # A local adapter folder saved without its tokenizer borrows its base's; hub adapters ship theirs.
+    local_adapter = Path(source).is_dir() and is_adapter_folder(source)
+    if local_adapter and not (Path(source) / "tokenizer_config.json").is_file():
         source = PeftConfig.from_pretrained(source).base_model_name_or_path
     tokenizer = AutoTokenizer.from_pretrained(
         source, revision=model_args.model_revision, trust_remote_code=trust_remote_code
@@ -82,7 +91,7 @@ def load_model(
         **model_kwargs,
     )
     source = model_args.model_name_or_path
-    if is_adapter_folder(source):
+    if is_adapter_folder(source, model_args.model_revision):
         adapter_config = PeftConfig.from_pretrained(source)
         logger.info(
             "%s is a LoRA adapter: merging it into its base %s", source, adapter_config.base_model_name_or_path
