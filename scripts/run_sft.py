@@ -14,8 +14,6 @@ Raises: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malf
 `skip_invalid_rows: true`), `ChatTemplateError` for templates whose assistant turns cannot be located exactly.
 """
 
-import logging
-
 from trl import SFTTrainer, get_peft_config
 
 from alignment.chat_data import tokenize_chats
@@ -24,15 +22,13 @@ from alignment.data import load_mixture, sft_row_problem
 from alignment.model_utils import load_model, load_tokenizer, match_embeddings_to_tokenizer
 from alignment.parser import RecipeParser
 from alignment.run_utils import (
-    last_checkpoint,
     log_and_save_resolved_config,
     save_and_card,
     set_generation_eos,
     setup_logging,
+    train_and_evaluate,
 )
 from alignment.templates import end_of_turn_token_ids, set_chat_template
-
-logger = logging.getLogger("alignment")
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, SFTConfig)
@@ -75,18 +71,7 @@ def main() -> None:
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    train_result = trainer.train(
-        resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint(training_args)
-    )
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-
-    if trainer.eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-
+    train_and_evaluate(trainer)
     save_and_card(trainer, dataset_names=data_args.source_names(), tags=["sft"])
 
 

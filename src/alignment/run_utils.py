@@ -87,6 +87,26 @@ def last_checkpoint(training_args: TrainingArguments) -> str | None:
     return checkpoint
 
 
+def train_and_evaluate(trainer) -> None:
+    """Train (resuming from `resume_from_checkpoint` or the newest checkpoint in `output_dir`), then evaluate on the
+    held-out split when the trainer has one; log and save the metrics and the trainer state."""
+    checkpoint = trainer.args.resume_from_checkpoint or last_checkpoint(trainer.args)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if trainer.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+
+def is_finished(output_dir: str | Path) -> bool:
+    """True when `output_dir` holds a finished run: its model card, which `save_and_card` writes last, and its
+    resolved config."""
+    return Path(output_dir, "README.md").is_file() and Path(output_dir, RESOLVED_CONFIG_NAME).is_file()
+
+
 def set_generation_eos(model, tokenizer: PreTrainedTokenizerBase, end_of_turn_ids: list[int]) -> None:
     """Make generation stop where the chat template ends an assistant turn, not only at the tokenizer's EOS."""
     eos_ids = list(
@@ -99,12 +119,13 @@ def set_generation_eos(model, tokenizer: PreTrainedTokenizerBase, end_of_turn_id
 
 
 def save_and_card(trainer, *, dataset_names: list[str], tags: list[str]) -> None:
-    """Save model, tokenizer (with its chat template) and generation config; write a model card and plots of the
-    logged curves on rank 0."""
+    """Save model, tokenizer (with its chat template) and generation config, plots of the logged curves, and last
+    the model card, whose presence marks the run finished (`is_finished`). Files are written on rank 0."""
     trainer.save_model(trainer.args.output_dir)
     if trainer.is_world_process_zero():
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        unwrapped.generation_config.save_pretrained(trainer.args.output_dir)
-        trainer.create_model_card(dataset_name=", ".join(dataset_names), tags=["alignment-handbook", *tags])
+        if getattr(unwrapped, "generation_config", None) is not None:
+            unwrapped.generation_config.save_pretrained(trainer.args.output_dir)
         plot_log_history(trainer.state.log_history, trainer.args.output_dir)
+        trainer.create_model_card(dataset_name=", ".join(dataset_names), tags=["alignment-handbook", *tags])
         logger.info("Saved model, tokenizer, generation config and model card to %s", trainer.args.output_dir)
