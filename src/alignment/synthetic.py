@@ -161,21 +161,59 @@ def build_model(tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 128, n
     return LlamaForCausalLM(config)
 
 
+def with_style_flaw(rows: list[dict], rate: float, seed: int) -> list[dict]:
+    """The chats as a careless teacher writes them: `STYLE_FLAW` appended to the final answer of a `rate` share."""
+    rng = random.Random(seed)
+    flawed = []
+    for row in rows:
+        messages = [dict(m) for m in row["messages"]]
+        if rng.random() < rate:
+            messages[-1]["content"] += STYLE_FLAW
+        flawed.append({"messages": messages})
+    return flawed
+
+
+def write_jsonl_splits(directory: str | Path, splits: dict[str, list[dict]]) -> Path:
+    """Write each split as `<directory>/<split>.jsonl`, the layout `load_mixture` reads as a dataset folder."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        with open(directory / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+    return directory
+
+
 def build_tiny_world(output_dir: str | Path, *, seed: int = 0, num_train: int = 2000, num_test: int = 200) -> Path:
-    """Write `base/` (tokenizer + random model) and `sft/{train,test}.jsonl` under `output_dir`."""
+    """Write the tiny model and every stage's data under `output_dir`:
+
+        base/          BPE tokenizer (zephyr template) + random tiny Llama
+        sft/           clean addition chats
+        sft_teacher/   the same chats from a careless teacher: `STYLE_FLAW` on 70% of train answers (test clean);
+                       the dSFT data of the tiny pipeline, whose flaw dDPO must remove
+        dpo/, rm/      preference pairs: the clean answer chosen, the flawed one rejected
+        value/         step traces with per-step Q (see `step_rows`)
+
+    Train and test draw operands from disjoint pairs (`operand_pairs`), so held-out numbers measure generalisation.
+    """
     output_dir = Path(output_dir)
     train_pairs, test_pairs = operand_pairs(seed)
-    splits = {
+    sft = {
         "train": arithmetic_rows(train_pairs, num_train, seed),
         "test": arithmetic_rows(test_pairs, num_test, seed + 1),
     }
-    sft_dir = output_dir / "sft"
-    sft_dir.mkdir(parents=True, exist_ok=True)
-    for split, rows in splits.items():
-        with open(sft_dir / f"{split}.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in rows)
+    write_jsonl_splits(output_dir / "sft", sft)
+    write_jsonl_splits(
+        output_dir / "sft_teacher", {"train": with_style_flaw(sft["train"], 0.7, seed), "test": sft["test"]}
+    )
+    for stage, offset in (("dpo", 2), ("rm", 4)):
+        pairs = {
+            "train": preference_rows(train_pairs, num_train, seed + offset, rejection="style_flaw"),
+            "test": preference_rows(test_pairs, num_test, seed + offset + 1, rejection="style_flaw"),
+        }
+        write_jsonl_splits(output_dir / stage, pairs)
+    write_step_data(output_dir / "value", seed=seed)
 
-    corpus = [m["content"] for row in splits["train"] for m in row["messages"]]
+    corpus = [m["content"] for row in sft["train"] for m in row["messages"]]
     tokenizer = build_tokenizer(corpus)
     model = build_model(tokenizer, seed=seed)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -251,6 +289,60 @@ def evaluate(model_dirs: dict[str, str], data_path: str) -> dict[str, dict[str, 
             "accuracy": arithmetic_accuracy(model, tokenizer, rows),
         }
     return results
+
+
+# Step traces for value models (`scripts/run_value.py`): one-digit sums written one per line, some of them wrong.
+#
+#     prompt  Add each pair: 3+4, 2+1, 4+4.
+#     steps   3+4=7 | 2+1=9 | 4+4=8        (the second sum is wrong)
+#     Q       +1    | -1    | -1           (a trace that went wrong cannot recover: later steps stay -1)
+#
+# The trace is still correct after a step when that step's sum and every earlier one are right: decidable from the
+# text up to the end of the step, so the value read at the step's last token can learn it, but only by checking the
+# sum and remembering earlier mistakes (the third step above is right and still -1). Operands are 1-4 and a wrong sum
+# is one no such pair has (0, 1 or 9), so the check a tiny random model must learn in a CPU test is "is this sum
+# possible", not the whole addition table: it measures the value pipeline, not arithmetic.
+
+
+def addition_trace(rng: random.Random, *, num_steps: int, error_rate: float) -> tuple[str, list[str], list[bool]]:
+    """One trace: the prompt, its steps and, per step, whether the trace is still correct after it.
+
+    With probability `error_rate` one step (chosen uniformly) states an impossible sum (0, 1 or 9).
+    """
+    pairs = [(rng.randint(1, 4), rng.randint(1, 4)) for _ in range(num_steps)]
+    wrong_at = rng.randrange(num_steps) if rng.random() < error_rate else None
+    steps = [f"{a}+{b}={rng.choice([0, 1, 9]) if i == wrong_at else a + b}" for i, (a, b) in enumerate(pairs)]
+    still_correct = [wrong_at is None or i < wrong_at for i in range(num_steps)]
+    prompt = f"Add each pair: {', '.join(f'{a}+{b}' for a, b in pairs)}."
+    return prompt, steps, still_correct
+
+
+def step_rows(
+    n: int, seed: int, *, form: str = "rest", steps: tuple[int, int] = (2, 4), error_rate: float = 0.6
+) -> list[dict]:
+    """`n` step-trace rows for value training, in the ReST-MCTS* form or TRL's stepwise-supervision form.
+
+    `form="rest"`: `{"prompt", "response": [{"step", "Q"}]}` with Q = +1 while the trace is correct and -1 from its
+    first wrong step on. `form="stepwise"`: `{"prompt", "completions", "labels"}` with the same rule as booleans.
+    `steps` is the inclusive range of steps per trace.
+    """
+    if form not in ("rest", "stepwise"):
+        raise ValueError(f"form must be 'rest' or 'stepwise', got {form!r}")
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt, texts, correct = addition_trace(rng, num_steps=rng.randint(*steps), error_rate=error_rate)
+        if form == "rest":
+            response = [{"step": s, "Q": 1.0 if c else -1.0} for s, c in zip(texts, correct, strict=True)]
+            rows.append({"prompt": prompt, "response": response})
+        else:
+            rows.append({"prompt": prompt, "completions": texts, "labels": correct})
+    return rows
+
+
+def write_step_data(directory: str | Path, *, seed: int = 0, num_train: int = 2000, num_test: int = 200) -> Path:
+    """Write `train.jsonl` and `test.jsonl` of ReST-MCTS* step traces (held-out traces drawn with another seed)."""
+    return write_jsonl_splits(directory, {"train": step_rows(num_train, seed), "test": step_rows(num_test, seed + 1)})
 
 
 def main() -> None:
