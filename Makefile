@@ -1,5 +1,5 @@
 # Two commands do everything from a fresh clone: `make demo` and `make test`. Each installs what it needs first.
-.PHONY: install demo test test-fast quality style clean
+.PHONY: install demo test quality style clean
 
 PYTHON ?= python3
 VENV := .venv
@@ -27,8 +27,11 @@ $(TINY)/base/config.json: | $(INSTALLED)
 	$(PY) -m alignment.synthetic build --output_dir $(TINY)
 
 demo: install $(TINY)/base/config.json
-	$(PY) scripts/run_sft.py recipes/tiny/sft/config.yaml
+	$(PY) scripts/run_pipeline.py recipes/tiny/pipeline.yaml
 	$(PY) -m alignment.synthetic evaluate outputs/tiny/sft --data $(TINY)/sft/test.jsonl --baseline $(TINY)/base
+	$(PY) scripts/run_eval.py --baseline outputs/tiny/sft --candidate outputs/tiny/dpo \
+		--prompts $(TINY)/dpo/test.jsonl --judge outputs/tiny/rm --rule arithmetic --pairs $(TINY)/rm/test.jsonl \
+		--value_model outputs/tiny/value --steps $(TINY)/value/test.jsonl --output outputs/tiny/eval.json
 
 test: install
 	$(PY) -m pytest tests -q -p no:cacheprovider

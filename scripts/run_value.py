@@ -17,8 +17,6 @@ Raises: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malf
 `skip_invalid_rows: true`), `ChatTemplateError` for a prompt the template cannot render.
 """
 
-import logging
-
 from alignment.configs import DataArguments, ModelArguments
 from alignment.data import load_mixture
 from alignment.model_utils import load_tokenizer
@@ -32,8 +30,6 @@ from alignment.run_utils import (
 )
 from alignment.templates import end_of_turn_token_ids, set_chat_template
 from alignment.value import ValueConfig, ValueTrainer, build_value_model, tokenize_traces, value_row_problem
-
-logger = logging.getLogger("alignment")
 
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, ValueConfig)
 

@@ -24,7 +24,8 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "rewards_margins": ("rewards/margins", "eval_rewards/margins"),
     "accuracy": ("accuracy", "eval_accuracy"),
     "value_mse": ("value_mse", "eval_value_mse"),
-    "value_sign_accuracy": ("value_sign_accuracy", "eval_value_sign_accuracy"),
+    "value_sign_accuracy": ("sign_accuracy", "eval_sign_accuracy"),
+    "value_auroc": ("auroc", "eval_auroc"),
 }
 
 

@@ -161,16 +161,17 @@ def build_model(tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 128, n
     return LlamaForCausalLM(config)
 
 
-def with_style_flaw(rows: list[dict], rate: float, seed: int) -> list[dict]:
-    """The chats as a careless teacher writes them: `STYLE_FLAW` appended to the final answer of a `rate` share."""
-    rng = random.Random(seed)
-    flawed = []
-    for row in rows:
+def with_style_flaw(rows: list[dict], share: float, seed: int) -> list[dict]:
+    """The chats as a careless teacher writes them: `STYLE_FLAW` appended to the final answer of exactly
+    `round(share * len(rows))` rows, chosen by `seed`. Returns new rows; `rows` is left as it was."""
+    flawed = set(random.Random(seed).sample(range(len(rows)), round(share * len(rows))))
+    result = []
+    for index, row in enumerate(rows):
         messages = [dict(m) for m in row["messages"]]
-        if rng.random() < rate:
+        if index in flawed:
             messages[-1]["content"] += STYLE_FLAW
-        flawed.append({"messages": messages})
-    return flawed
+        result.append({"messages": messages})
+    return result
 
 
 def write_jsonl_splits(directory: str | Path, splits: dict[str, list[dict]]) -> Path:

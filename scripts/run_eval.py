@@ -1,0 +1,64 @@
+"""Compare two policies on held-out prompts, judged by a reward model and, where the task has one, by a rule.
+
+    python scripts/run_eval.py --baseline outputs/tiny/sft --candidate outputs/tiny/dpo \
+        --prompts data/tiny/dpo/test.jsonl --judge outputs/tiny/rm --rule arithmetic \
+        --pairs data/tiny/rm/test.jsonl --value_model outputs/tiny/value --steps data/tiny/value/test.jsonl \
+        --output outputs/tiny/eval.json
+
+Prints a table and writes every number (and a few example replies) to `output`.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+from alignment.evaluation import (
+    RULES,
+    EvalArguments,
+    compare_policies,
+    prompts_from_rows,
+    reward_model_accuracy,
+    value_step_accuracy,
+)
+from alignment.parser import RecipeParser
+from alignment.synthetic import read_jsonl
+
+RECIPE_DATACLASSES = (EvalArguments,)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (args,) = RecipeParser(RECIPE_DATACLASSES).parse()
+    prompts = prompts_from_rows(read_jsonl(args.prompts))[: args.max_prompts]
+    results = compare_policies(args.baseline, args.candidate, prompts, judge_dir=args.judge, rule=RULES.get(args.rule))
+    if args.judge and args.pairs:
+        results["reward_model_accuracy"] = reward_model_accuracy(args.judge, read_jsonl(args.pairs))
+    if args.value_model:
+        results["value_step_sign_accuracy"] = value_step_accuracy(args.value_model, read_jsonl(args.steps))
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=2))
+
+    print(f"\nHeld-out evaluation ({results['prompts']} prompts): {args.baseline} -> {args.candidate}")
+    rows = [
+        ("rule-correct share", "baseline_rule_correct", "candidate_rule_correct"),
+        ("mean reward (judge)", "baseline_mean_reward", "candidate_mean_reward"),
+    ]
+    print(f"  {'metric':<34}{'baseline':>10}{'candidate':>11}")
+    for label, baseline_key, candidate_key in rows:
+        if baseline_key in results:
+            print(f"  {label:<34}{results[baseline_key]:>10.3f}{results[candidate_key]:>11.3f}")
+    for label, key in [
+        ("candidate win rate by rule", "win_rate_by_rule"),
+        ("candidate win rate by reward model", "win_rate_by_reward_model"),
+        ("reward model accuracy on pairs", "reward_model_accuracy"),
+        ("value model step sign accuracy", "value_step_sign_accuracy"),
+    ]:
+        if key in results:
+            print(f"  {label:<34}{results[key]:>10.3f}")
+    for example in results["examples"][:3]:
+        print(f"  e.g. {example['prompt']!r}: {example['baseline']!r} -> {example['candidate']!r}")
+    print(f"Written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Evidence that alignment happened: two policies compared on held-out prompts, judged by a reward model and, where
+the task has one, by a rule; plus the reward model's and the value model's own held-out accuracy.
+
+Generation uses each policy's chat template with its generation prompt and stops at the template's end-of-turn
+token (the generation config written by `run_utils.set_generation_eos`); decoding is greedy so results repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alignment.reward import load_reward_model, score_with
+from alignment.synthetic import answer_is_correct
+from alignment.value import load_value_model, score_traces, to_trace
+
+logger = logging.getLogger(__name__)
+
+# A rule judges one reply to a prompt: True when it is right.
+Rule = Callable[[list[dict[str, str]], str], bool]
+RULES: dict[str, Rule] = {"arithmetic": answer_is_correct}  # the tiny task: exactly `a+b=<sum>`, nothing else
+
+
+@torch.no_grad()
+def generate_replies(
+    model_dir: str, prompts: list[list[dict[str, str]]], *, batch_size: int = 64, max_new_tokens: int = 64
+) -> list[str]:
+    """Greedy replies of the policy in `model_dir` to each prompt (a list of messages ending with a user turn)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer.padding_side = "left"  # all prompts of a batch end at the same position, where generation starts
+    replies = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=f"Generating with {model_dir}", leave=False):
+        batch_prompts = prompts[start : start + batch_size]
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in batch_prompts]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        replies += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [reply.strip() for reply in replies]
+
+
+def compare_policies(
+    baseline_dir: str,
+    candidate_dir: str,
+    prompts: list[list[dict[str, str]]],
+    *,
+    judge_dir: str | None = None,
+    rule: Rule | None = None,
+) -> dict:
+    """Greedy replies of both policies, the share each gets right by `rule`, their mean reward under the judge, and
+    the candidate's win rate over the baseline by each judge (a tie counts half)."""
+    replies = {
+        "baseline": generate_replies(baseline_dir, prompts),
+        "candidate": generate_replies(candidate_dir, prompts),
+    }
+    result: dict = {"prompts": len(prompts), "examples": []}
+    if rule is not None:
+        correct = {name: [rule(p, r) for p, r in zip(prompts, replies[name], strict=True)] for name in replies}
+        for name in replies:
+            result[f"{name}_rule_correct"] = sum(correct[name]) / len(prompts)
+        wins = [
+            float(c > b) + 0.5 * float(c == b) for b, c in zip(correct["baseline"], correct["candidate"], strict=True)
+        ]
+        result["win_rate_by_rule"] = sum(wins) / len(wins)
+    if judge_dir is not None:
+        judge, judge_tokenizer = load_reward_model(judge_dir)
+        rewards = {
+            name: score_with(
+                judge,
+                judge_tokenizer,
+                [
+                    p + [{"role": "assistant", "content": r or "."}]
+                    for p, r in zip(prompts, replies[name], strict=True)
+                ],
+            )
+            for name in replies
+        }
+        for name in replies:
+            result[f"{name}_mean_reward"] = sum(rewards[name]) / len(prompts)
+        wins = [
+            float(c > b) + 0.5 * float(c == b) for b, c in zip(rewards["baseline"], rewards["candidate"], strict=True)
+        ]
+        result["win_rate_by_reward_model"] = sum(wins) / len(wins)
+    for index in range(min(5, len(prompts))):
+        result["examples"].append(
+            {
+                "prompt": prompts[index][-1]["content"],
+                "baseline": replies["baseline"][index],
+                "candidate": replies["candidate"][index],
+            }
+        )
+    return result
+
+
+def reward_model_accuracy(judge_dir: str, pairs: list[dict]) -> float:
+    """Share of held-out preference pairs (TRL conversational form) whose chosen reply the judge scores higher."""
+    judge, tokenizer = load_reward_model(judge_dir)
+    chosen = score_with(judge, tokenizer, [row["prompt"] + row["chosen"] for row in pairs])
+    rejected = score_with(judge, tokenizer, [row["prompt"] + row["rejected"] for row in pairs])
+    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs)
+
+
+def value_step_accuracy(value_dir: str, rows: list[dict]) -> float:
+    """Share of held-out steps whose value has the sign of their target Q (ReST-MCTS* or stepwise rows)."""
+    model, tokenizer = load_value_model(value_dir), AutoTokenizer.from_pretrained(value_dir)
+    traces = [to_trace(row) for row in rows]
+    values = score_traces(model, tokenizer, [(trace.prompt, trace.steps) for trace in traces])
+    hits = [
+        (value > 0) == (q > 0)
+        for trace, trace_values in zip(traces, values, strict=True)
+        for value, q in zip(trace_values, trace.q, strict=True)
+    ]
+    return sum(hits) / len(hits)
+
+
+@dataclass
+class EvalArguments:
+    """What `scripts/run_eval.py` compares and on which held-out data."""
+
+    baseline: str = field(metadata={"help": "The policy before the stage under test (e.g. the SFT model)."})
+    candidate: str = field(metadata={"help": "The policy after it (e.g. the DPO model)."})
+    prompts: str = field(
+        metadata={
+            "help": "Held-out .jsonl: rows with `prompt` (messages or a string) or `messages` (the final "
+            "assistant turn is dropped)."
+        }
+    )
+    judge: str | None = field(default=None, metadata={"help": "Reward model that judges both policies' replies."})
+    rule: str | None = field(
+        default=None, metadata={"help": f"Rule that decides a reply is right: one of {sorted(RULES)}."}
+    )
+    pairs: str | None = field(default=None, metadata={"help": "Held-out preference pairs for the judge's accuracy."})
+    value_model: str | None = field(default=None, metadata={"help": "Value model to check on `steps`."})
+    steps: str | None = field(default=None, metadata={"help": "Held-out step traces for the value model."})
+    max_prompts: int | None = field(default=None, metadata={"help": "Use only the first N prompts."})
+    output: str = field(default="eval.json", metadata={"help": "Where the results are written as JSON."})
+
+    def __post_init__(self):
+        if self.rule is not None and self.rule not in RULES:
+            raise ValueError(f"`rule: {self.rule}` is not a known rule; valid: {sorted(RULES)}")
+        if (self.value_model is None) != (self.steps is None):
+            raise ValueError("`value_model` and `steps` go together: set both or neither.")
+
+
+def prompts_from_rows(rows: list[dict]) -> list[list[dict[str, str]]]:
+    """The prompt turns of each held-out row, whatever its form."""
+    prompts = []
+    for index, row in enumerate(rows):
+        if isinstance(row.get("prompt"), list):
+            prompts.append(row["prompt"])
+        elif isinstance(row.get("prompt"), str):
+            prompts.append([{"role": "user", "content": row["prompt"]}])
+        elif isinstance(row.get("messages"), list) and row["messages"][-1]["role"] == "assistant":
+            prompts.append(row["messages"][:-1])
+        else:
+            raise ValueError(f"prompts row {index} has neither a `prompt` nor `messages` ending with an answer")
+    return prompts

@@ -1,0 +1,110 @@
+"""Run several stages one after another, each as the command a user would type, skipping what is already done.
+
+A pipeline recipe lists stages; each stage is a stage script (`scripts/run_<stage>.py`, from the recipe's folder
+name) with a recipe and optional overrides. Stages run in order as separate processes, so each gets a fresh
+interpreter and exactly the behaviour of a manual run (logging, resolved config, resume). A stage whose
+`output_dir` holds a finished run (the model card is written last, see `run_utils.save_and_card`) is skipped; an
+interrupted one is started again and resumes from its newest checkpoint on its own.
+
+    stages:
+      - recipe: recipes/tiny/sft/config.yaml
+      - recipe: recipes/tiny/dpo/config.yaml
+        overrides: [--beta, "0.5"]
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignment.parser import RecipeError, RecipeParser
+from alignment.run_utils import is_finished
+
+logger = logging.getLogger(__name__)
+
+STAGE_KEYS = ("recipe", "script", "overrides")
+
+
+@dataclass
+class PipelineConfig:
+    """A pipeline recipe: the stages to run in order, and how to launch them."""
+
+    stages: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={"help": "Stages in order: `{recipe, script (default scripts/run_<recipe folder>.py), overrides}`."},
+    )
+    launcher: str = field(
+        default=sys.executable,
+        metadata={
+            "help": "Command that runs a stage script, e.g. `accelerate launch --num_processes 2`; default: this "
+            "Python."
+        },
+    )
+    tiny_world: str | None = field(
+        default=None,
+        metadata={"help": "Build the offline tiny model and data here first, when missing (`make demo`)."},
+    )
+    output_dir: str = field(default="outputs/pipeline", metadata={"help": "Where the pipeline writes its summary."})
+
+    def __post_init__(self):
+        if not self.stages:
+            raise ValueError("`stages` is empty: list at least one `{recipe: ...}`.")
+        for index, stage in enumerate(self.stages):
+            if not isinstance(stage, dict) or "recipe" not in stage:
+                raise ValueError(f"stages[{index}] must be a mapping with a `recipe`, got {stage!r}")
+            unknown = sorted(set(stage) - set(STAGE_KEYS))
+            if unknown:
+                raise ValueError(f"stages[{index}] has unknown keys {unknown}; valid: {list(STAGE_KEYS)}")
+            if not Path(stage["recipe"]).is_file():
+                raise ValueError(f"stages[{index}].recipe {stage['recipe']} does not exist")
+            script = stage.setdefault("script", f"scripts/run_{Path(stage['recipe']).parent.name}.py")
+            if not Path(script).is_file():
+                raise ValueError(f"stages[{index}].script {script} does not exist")
+            stage.setdefault("overrides", [])
+
+
+def stage_output_dir(stage: dict[str, Any]) -> str:
+    """The stage's `output_dir`: from its overrides when given there, else from its recipe."""
+    overrides = [str(item) for item in stage["overrides"]]
+    if "--output_dir" in overrides:
+        return overrides[overrides.index("--output_dir") + 1]
+    recipe = RecipeParser.read_recipe(stage["recipe"])
+    if "output_dir" not in recipe:
+        raise RecipeError(f"{stage['recipe']} sets no `output_dir`: the pipeline needs it to chain stages")
+    return recipe["output_dir"]
+
+
+def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
+    """Run every stage in order; return one record per stage (name, output_dir, status, seconds)."""
+    if config.tiny_world and not Path(config.tiny_world, "base", "config.json").is_file():
+        from alignment.synthetic import build_tiny_world
+
+        build_tiny_world(config.tiny_world)
+    records = []
+    for stage in config.stages:
+        name = Path(stage["recipe"]).parent.name
+        output_dir = stage_output_dir(stage)
+        if is_finished(output_dir):
+            logger.info("Stage %s: already complete in %s, skipped", name, output_dir)
+            records.append({"stage": name, "output_dir": output_dir, "status": "skipped", "seconds": 0.0})
+            continue
+        command = [*shlex.split(config.launcher), stage["script"], stage["recipe"], *map(str, stage["overrides"])]
+        logger.info("Stage %s: %s", name, shlex.join(command))
+        start = time.perf_counter()
+        result = subprocess.run(command, check=False)
+        seconds = time.perf_counter() - start
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"Stage {name} failed (exit {result.returncode}) after {seconds:.0f} s; its log is above. Fix the "
+                f"cause and run the pipeline again: finished stages are skipped and {name} resumes from its last "
+                "checkpoint."
+            )
+        records.append({"stage": name, "output_dir": output_dir, "status": "trained", "seconds": seconds})
+        logger.info("Stage %s: done in %.0f s", name, seconds)
+    return records

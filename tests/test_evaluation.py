@@ -1,0 +1,57 @@
+"""The evaluation: prompt forms, argument checks, and win rates that are exact where the answer is known."""
+
+import pytest
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from alignment.evaluation import EvalArguments, compare_policies, prompts_from_rows, reward_model_accuracy
+from alignment.synthetic import read_jsonl
+
+
+def test_prompts_from_every_row_form():
+    turns = [{"role": "user", "content": "1+2=?"}]
+    rows = [
+        {"prompt": turns},
+        {"prompt": "1+2=?"},
+        {"messages": [*turns, {"role": "assistant", "content": "1+2=3"}]},
+    ]
+    assert prompts_from_rows(rows) == [turns, turns, turns]
+    with pytest.raises(ValueError, match="prompts row 0 has neither"):
+        prompts_from_rows([{"text": "x"}])
+
+
+def test_eval_arguments_are_checked():
+    with pytest.raises(ValueError, match="`rule: maths` is not a known rule; valid: \\['arithmetic'\\]"):
+        EvalArguments(baseline="a", candidate="b", prompts="p", rule="maths")
+    with pytest.raises(ValueError, match="`value_model` and `steps` go together"):
+        EvalArguments(baseline="a", candidate="b", prompts="p", value_model="v")
+
+
+@pytest.fixture(scope="module")
+def random_judge(tiny_world, tmp_path_factory):
+    """An untrained one-output reward model on the tiny base (a valid judge with no preference)."""
+    path = tmp_path_factory.mktemp("judge")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_world / "base", num_labels=1)
+    model.config.pad_token_id = AutoTokenizer.from_pretrained(tiny_world / "base").pad_token_id
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_world / "base").save_pretrained(path)
+    return path
+
+
+def test_a_policy_against_itself_ties_everywhere(tiny_world, random_judge):
+    prompts = prompts_from_rows(read_jsonl(tiny_world / "dpo" / "test.jsonl"))[:8]
+    base = str(tiny_world / "base")
+    result = compare_policies(base, base, prompts, judge_dir=str(random_judge), rule=lambda p, r: len(r) % 2 == 0)
+    assert result["prompts"] == 8
+    assert result["win_rate_by_rule"] == 0.5 and result["win_rate_by_reward_model"] == 0.5
+    assert result["baseline_rule_correct"] == result["candidate_rule_correct"]
+    assert result["baseline_mean_reward"] == pytest.approx(result["candidate_mean_reward"])
+    assert len(result["examples"]) == 5
+
+
+def test_reward_model_accuracy_counts_chosen_above_rejected(tiny_world, random_judge):
+    pairs = read_jsonl(tiny_world / "rm" / "test.jsonl")[:20]
+    forward = reward_model_accuracy(str(random_judge), pairs)
+    swapped = reward_model_accuracy(
+        str(random_judge), [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs]
+    )
+    assert forward + swapped == pytest.approx(1.0)  # no ties with continuous rewards: every pair counts once

@@ -1,0 +1,84 @@
+"""The pipeline runner: stages in order, finished ones skipped, a failure stops it naming the stage."""
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from alignment.parser import RecipeParser
+from alignment.pipeline import PipelineConfig, run_pipeline
+
+from .conftest import REPO
+
+# A stand-in stage script: records that it ran, then finishes its run as `save_and_card` does (model card last).
+FAKE_STAGE = """
+import sys, pathlib, yaml
+recipe = yaml.safe_load(open(sys.argv[1]))
+out = pathlib.Path(recipe["output_dir"])
+if recipe.get("fail"):
+    sys.exit(3)
+out.mkdir(parents=True, exist_ok=True)
+with open(recipe["journal"], "a") as journal:
+    journal.write(recipe["name"] + "\\n")
+(out / "resolved_config.yaml").write_text("x: 1\\n")
+(out / "README.md").write_text("card")
+"""
+
+
+def make_stage(tmp_path, name: str, **extra) -> dict:
+    stage_dir = tmp_path / name
+    stage_dir.mkdir()
+    recipe = stage_dir / "config.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {"name": name, "output_dir": str(tmp_path / "out" / name), "journal": str(tmp_path / "journal"), **extra}
+        )
+    )
+    script = tmp_path / "fake_stage.py"
+    script.write_text(FAKE_STAGE)
+    return {"recipe": str(recipe), "script": str(script)}
+
+
+def test_stages_run_in_order_and_finished_ones_are_skipped(tmp_path):
+    config = PipelineConfig(stages=[make_stage(tmp_path, "sft"), make_stage(tmp_path, "dpo")], launcher=sys.executable)
+    first = run_pipeline(config)
+    assert [(r["stage"], r["status"]) for r in first] == [("sft", "trained"), ("dpo", "trained")]
+    assert (tmp_path / "journal").read_text().split() == ["sft", "dpo"]
+
+    # The second stage's run was lost (no model card): only it runs again.
+    (tmp_path / "out" / "dpo" / "README.md").unlink()
+    second = run_pipeline(config)
+    assert [(r["stage"], r["status"]) for r in second] == [("sft", "skipped"), ("dpo", "trained")]
+    assert (tmp_path / "journal").read_text().split() == ["sft", "dpo", "dpo"]
+
+
+def test_a_failing_stage_stops_the_pipeline_naming_it(tmp_path):
+    stages = [make_stage(tmp_path, "sft", fail=True), make_stage(tmp_path, "dpo")]
+    with pytest.raises(RuntimeError, match=r"Stage sft failed \(exit 3\).*resumes from its last checkpoint"):
+        run_pipeline(PipelineConfig(stages=stages, launcher=sys.executable))
+    assert not (tmp_path / "journal").exists()
+
+
+def test_bad_pipeline_recipes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="`stages` is empty"):
+        PipelineConfig(stages=[])
+    with pytest.raises(ValueError, match=r"stages\[0\] has unknown keys \['recipie'\]"):
+        PipelineConfig(stages=[{"recipe": "x.yaml", "recipie": "y"}])
+    with pytest.raises(ValueError, match=r"stages\[0\]\.recipe missing\.yaml does not exist"):
+        PipelineConfig(stages=[{"recipe": "missing.yaml"}])
+
+
+def test_shipped_tiny_pipeline_chains_the_four_stages(monkeypatch):
+    monkeypatch.chdir(REPO)
+    (config,) = RecipeParser((PipelineConfig,)).parse(["recipes/tiny/pipeline.yaml"])
+    assert [stage["script"] for stage in config.stages] == [
+        "scripts/run_sft.py",
+        "scripts/run_dpo.py",
+        "scripts/run_rm.py",
+        "scripts/run_value.py",
+    ]
+    sft = yaml.safe_load(open(config.stages[0]["recipe"]))
+    dpo = yaml.safe_load(open(config.stages[1]["recipe"]))
+    assert dpo["model_name_or_path"] == sft["output_dir"]  # the SFT output is the DPO policy and reference
+    assert json.dumps(sft["dataset_mixer"]) == json.dumps({"data/tiny/sft_teacher": 1.0})
