@@ -24,8 +24,7 @@ from trl.trainer.reward_trainer import suppress_seqcls_warning
 
 from alignment.configs import DataArguments, ModelArguments
 from alignment.data import load_mixture
-from alignment.model_utils import load_model, load_tokenizer, match_embeddings_to_tokenizer
-from alignment.parser import RecipeParser
+from alignment.model_utils import load_model, match_embeddings_to_tokenizer
 from alignment.reward import (
     PairwiseRewardTrainer,
     RewardConfig,
@@ -33,21 +32,15 @@ from alignment.reward import (
     reward_row_problem,
     tokenize_pairs,
 )
-from alignment.run_utils import log_and_save_resolved_config, save_and_card, setup_logging, train_and_evaluate
-from alignment.templates import set_chat_template
+from alignment.run_utils import save_and_card, start_run, train_and_evaluate
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, RewardConfig)
 
 
 def main() -> None:
-    model_args, data_args, training_args = RecipeParser(RECIPE_DATACLASSES).parse()
-    setup_logging(training_args)
-    log_and_save_resolved_config(training_args, model_args, data_args, training_args)
+    (model_args, data_args, training_args), tokenizer = start_run(RECIPE_DATACLASSES)
     peft_config = reward_peft_config(model_args)
-
-    tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
-    set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
 
     raw = load_mixture(data_args, validate_row=reward_row_problem, required_columns=["chosen", "rejected"])
     splits = {

@@ -19,28 +19,21 @@ from trl import SFTTrainer, get_peft_config
 from alignment.chat_data import tokenize_chats
 from alignment.configs import DataArguments, ModelArguments, SFTConfig
 from alignment.data import load_mixture, sft_row_problem
-from alignment.model_utils import load_model, load_tokenizer, match_embeddings_to_tokenizer
-from alignment.parser import RecipeParser
+from alignment.model_utils import load_model, match_embeddings_to_tokenizer
 from alignment.run_utils import (
-    log_and_save_resolved_config,
     save_and_card,
     set_generation_eos,
-    setup_logging,
+    start_run,
     train_and_evaluate,
 )
-from alignment.templates import end_of_turn_token_ids, set_chat_template
+from alignment.templates import end_of_turn_token_ids
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, SFTConfig)
 
 
 def main() -> None:
-    model_args, data_args, training_args = RecipeParser(RECIPE_DATACLASSES).parse()
-    setup_logging(training_args)
-    log_and_save_resolved_config(training_args, model_args, data_args, training_args)
-
-    tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
-    set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
+    (model_args, data_args, training_args), tokenizer = start_run(RECIPE_DATACLASSES)
 
     raw = load_mixture(data_args, validate_row=sft_row_problem, required_columns=["messages"])
     splits = {

@@ -19,28 +19,20 @@ Raises: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malf
 
 from alignment.configs import DataArguments, ModelArguments
 from alignment.data import load_mixture
-from alignment.model_utils import load_tokenizer
-from alignment.parser import RecipeParser
 from alignment.run_utils import (
-    log_and_save_resolved_config,
     save_and_card,
     set_generation_eos,
-    setup_logging,
+    start_run,
     train_and_evaluate,
 )
-from alignment.templates import end_of_turn_token_ids, set_chat_template
+from alignment.templates import end_of_turn_token_ids
 from alignment.value import ValueConfig, ValueTrainer, build_value_model, tokenize_traces, value_row_problem
 
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, ValueConfig)
 
 
 def main() -> None:
-    model_args, data_args, training_args = RecipeParser(RECIPE_DATACLASSES).parse()
-    setup_logging(training_args)
-    log_and_save_resolved_config(training_args, model_args, data_args, training_args)
-
-    tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
-    set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
+    (model_args, data_args, training_args), tokenizer = start_run(RECIPE_DATACLASSES)
 
     raw = load_mixture(data_args, validate_row=value_row_problem, required_columns=["prompt"])
     splits, reports = {}, {}

@@ -16,11 +16,27 @@ import yaml
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from alignment.model_utils import load_tokenizer
+from alignment.parser import RecipeParser
 from alignment.plots import plot_log_history
+from alignment.templates import set_chat_template
 
 logger = logging.getLogger("alignment")
 
 RESOLVED_CONFIG_NAME = "resolved_config.yaml"
+
+
+def start_run(
+    dataclass_types: tuple[type, ...], argv: list[str] | None = None
+) -> tuple[tuple, PreTrainedTokenizerBase]:
+    """What every stage does first: parse the recipe strictly into `(model_args, data_args, training_args)`, set up
+    logging, log and save the resolved config, then load the tokenizer with the recipe's chat template."""
+    model_args, data_args, training_args = RecipeParser(dataclass_types).parse(argv)
+    setup_logging(training_args)
+    log_and_save_resolved_config(training_args, model_args, data_args, training_args)
+    tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
+    set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
+    return (model_args, data_args, training_args), tokenizer
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
