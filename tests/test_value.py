@@ -115,7 +115,9 @@ def test_value_model_learns_held_out_step_values(value_output, value_data):
     final = json.loads((value_output / "eval_results.json").read_text())
     assert final["eval_value_steps"] == len(held_out(value_data)[1])
     assert final["eval_sign_accuracy"] == pytest.approx(metrics["sign_accuracy"], abs=1e-9)
-    assert final["eval_auroc"] == pytest.approx(metrics["auroc"], abs=1e-6)
+    # AUROC ranks every positive/negative pair: values that differ by ~1e-7 between the trainer's padded eval batches
+    # and `score_steps` can swap near-tied pairs (seen: 0.866387 vs 0.866399). A wrong read position moves it by 0.3.
+    assert final["eval_auroc"] == pytest.approx(metrics["auroc"], abs=1e-4)
     counts = json.loads((value_output / "truncation_results.json").read_text())
     assert counts["train_steps_lost_to_truncation"] == counts["eval_steps_lost_to_truncation"] == 0
     # eval_on_start: the untrained model is far below both thresholds.
