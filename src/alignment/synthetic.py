@@ -363,7 +363,7 @@ def main() -> None:
         return
     results = evaluate({"before (base)": args.baseline, "after (SFT)": args.model_dir}, args.data)
     print(f"\nHeld-out results on {args.data}")
-    print(f"{'model':<16}{'assistant-token loss':>22}{'sum accuracy':>14}")
+    print(f"{'model':<16}{'assistant-token loss':>22}{'rule-correct':>14}")  # exactly `a+b=<sum>`, nothing else
     for name, metrics in results.items():
         print(f"{name:<16}{metrics['held_out_loss']:>22.3f}{metrics['accuracy']:>14.1%}")
 
