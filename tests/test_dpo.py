@@ -31,8 +31,7 @@ from alignment.synthetic import (
     with_style_flaw,
 )
 
-from .conftest import REPO
-from .test_scripts import run
+from .conftest import REPO, run
 
 TINY_DPO = "recipes/tiny/dpo/config.yaml"
 SFT_STEPS = 300

@@ -6,11 +6,9 @@ better answer is decidable from the reply's text alone, and only from it.
 """
 
 import json
-import os
 import random
 import re
-import subprocess
-import sys
+from functools import partial
 
 import pytest
 import torch
@@ -32,6 +30,7 @@ from alignment.reward import (
 from alignment.synthetic import operand_pairs, preference_rows, read_jsonl
 
 from .conftest import REPO
+from .conftest import run as run_script
 
 TINY_RM = "recipes/tiny/rm/config.yaml"
 RM_STEPS = 20
@@ -42,11 +41,8 @@ RM_STEPS = 20
 ACCURACY_THRESHOLD = 0.9
 
 
-def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+# Training runs here take longer than the other scripts' tests under load.
+run = partial(run_script, timeout=900)
 
 
 def write_jsonl(path, rows) -> None:

@@ -4,9 +4,6 @@ The tiny world (random 4-layer Llama, BPE tokenizer trained in-process, addition
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -16,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alignment.synthetic import held_out_loss, read_jsonl
 from alignment.templates import IGNORE_INDEX, load_chat_template
 
-from .conftest import REPO
+from .conftest import REPO, run
 
 TINY_SFT = "recipes/tiny/sft/config.yaml"
 SFT_STEPS = 200
@@ -24,13 +21,6 @@ SFT_STEPS = 200
 # the handbook's mask 0.36, trained with a last-assistant-turn-only mask (what a completion-only collator searching
 # for one response template gives on multi-turn chats) 6.67: it never learns the greeting reply. 1.0 sits between.
 LOSS_THRESHOLD = 1.0
-
-
-def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def tiny_overrides(tiny_world, output_dir) -> list[str]:

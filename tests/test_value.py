@@ -5,9 +5,6 @@ every sum so far is right and -1 from the first wrong one on. Held-out traces ar
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -34,7 +31,7 @@ from alignment.value import (
     value_metrics,
 )
 
-from .conftest import REPO
+from .conftest import REPO, run
 
 TINY_VALUE = "recipes/tiny/value/config.yaml"
 VALUE_STEPS = 200
@@ -46,13 +43,6 @@ VALUE_STEPS = 200
 # position. The thresholds sit between the two, above both baselines.
 SIGN_ACCURACY_THRESHOLD = 0.75
 AUROC_THRESHOLD = 0.82
-
-
-def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 @pytest.fixture(scope="module")
