@@ -105,7 +105,8 @@ def load_model(
 
 def match_embeddings_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Grow the embedding matrix when the chat template added special tokens to the tokenizer."""
-    current = model.get_input_embeddings().weight.shape[0]
+    # `num_embeddings`, not the weight's shape: under ZeRO-3 the weight is a partitioned, empty placeholder.
+    current = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > current:
         logger.info("Resizing token embeddings from %d to %d for added special tokens", current, len(tokenizer))
         model.resize_token_embeddings(len(tokenizer))

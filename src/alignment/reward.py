@@ -284,9 +284,10 @@ class PairwiseRewardTrainer(RewardTrainer):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         chosen, rejected = pair_token_lengths(dataset)
         lengths = [max(c, r) for c, r in zip(chosen, rejected, strict=True)]
-        grouped_sampler = PairLengthGroupedSampler(
-            lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, self._sampler_seed()
-        )
+        # Grouped by the global batch, which the data loader then splits across processes: the same pairs are
+        # trained together at each step whatever the number of processes.
+        global_batch = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        grouped_sampler = PairLengthGroupedSampler(lengths, global_batch, self._sampler_seed())
         shown = self.args.report_padding_batches * self.args.per_device_train_batch_size
         grouped = list(grouped_sampler)[:shown]
         shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(self._sampler_seed()))[:shown]

@@ -33,6 +33,7 @@ def start_run(
     logging, log and save the resolved config, then load the tokenizer with the recipe's chat template."""
     model_args, data_args, training_args = RecipeParser(dataclass_types).parse(argv)
     setup_logging(training_args)
+    check_world_size(training_args)
     log_and_save_resolved_config(training_args, model_args, data_args, training_args)
     tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
     set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
@@ -53,6 +54,33 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
+
+
+def check_world_size(training_args: TrainingArguments) -> None:
+    """Stop unless the trainer spans every launched process, then log the batch arithmetic on rank 0.
+
+    A launcher (`accelerate launch`, `torchrun`) exports `WORLD_SIZE`. If the trainer sees a world of one while two
+    processes run, each trains its own full copy on all the data and the second only wastes its hardware: the
+    silent failure of a DDP launch on a CPU machine without `use_cpu`.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if training_args.world_size != launched:
+        raise RuntimeError(
+            f"{launched} processes were launched (WORLD_SIZE={launched}) but the trainer sees a world of "
+            f"{training_args.world_size}: every process would train its own copy of the model on all the data. "
+            "On a machine without GPUs set `use_cpu: true`; on GPUs, check that each process sees its device "
+            "(CUDA_VISIBLE_DEVICES) and that `num_processes` in the accelerate config matches the GPUs."
+        )
+    per_device = training_args.per_device_train_batch_size
+    accumulation = training_args.gradient_accumulation_steps
+    logger.info(
+        "World size %d: global batch %d = per-device batch %d x gradient accumulation %d x %d processes",
+        launched,
+        per_device * accumulation * launched,
+        per_device,
+        accumulation,
+        launched,
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -35,9 +35,10 @@ state to one scalar passed through tanh, computed in fp32 whatever the body's dt
 the attention mask, so left and right padding give the same values.
 
 Loss (`joint_loss`): `sft_loss + value_loss_weight * value_loss`. `sft_loss` is the mean next-token cross-entropy over
-the label tokens of the micro-batch, and 0 (not NaN) when there are none (a batch of negative traces). `value_loss`
-is the squared error `(value - Q)^2` summed over the Q positions of the micro-batch and divided by (their count +
-1e-3). Gradient accumulation averages micro-batch losses, as the authors' LLaMA-Factory code did.
+the label tokens, and 0 (not NaN) when there are none (a batch of negative traces). `value_loss` is the squared error
+`(value - Q)^2` summed over the Q positions and divided by (their count + 1e-3). In training both means run over the
+whole optimizer step, every micro-batch of every process (the authors' LLaMA-Factory code averaged micro-batch
+means instead): one process with batch 8 and two with batch 4 then compute the same loss and the same gradient.
 
 Saving: `value_head.safetensors` (fp32, keys `weight` and `bias`) is written beside the full model or the LoRA
 adapter, by `save_value_model`, in every checkpoint and in the final output. The trainer saves from the state dict
@@ -400,12 +401,15 @@ class ValueHead(nn.Module):
     `forward` reads them.
     """
 
-    def __init__(self, hidden_size: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, hidden_size: int, dtype: torch.dtype = torch.float32, seed: int = 0):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(1, hidden_size, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(1, dtype=dtype))
         # Scaled so that the initial values have unit-order spread on unit-variance hidden states (as reward heads).
-        nn.init.normal_(self.weight, std=1.0 / math.sqrt(hidden_size + 1))
+        # Drawn from its own seeded generator: the global one's state depends on how the body was loaded (one
+        # process, DDP, ZeRO-3 init), and the head must start the same in every layout.
+        generator = torch.Generator().manual_seed(seed)
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(hidden_size + 1), generator=generator)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=hidden_states.device.type, enabled=False):
@@ -515,7 +519,7 @@ def build_value_model(
         head = load_value_head(source, hidden_size, dtype=head_dtype)
     else:
         logger.info("Value head: new, %d inputs, stored in %s", hidden_size, head_dtype)
-        head = ValueHead(hidden_size, dtype=head_dtype)
+        head = ValueHead(hidden_size, dtype=head_dtype, seed=training_args.seed)
     return ValueModel(body, head)
 
 
@@ -559,9 +563,18 @@ class JointLoss:
 
 
 def joint_loss(
-    logits: torch.Tensor, labels: torch.Tensor, values: torch.Tensor, q: torch.Tensor, value_loss_weight: float
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    values: torch.Tensor,
+    q: torch.Tensor,
+    value_loss_weight: float,
+    step_counts: torch.Tensor | None = None,
 ) -> JointLoss:
-    """`sft + value_loss_weight * value` for one micro-batch (see the module doc); every term fp32."""
+    """`sft + value_loss_weight * value` (see the module doc); every term fp32.
+
+    The sums of this micro-batch are divided by `step_counts` (label tokens, Q positions) when given, the counts of
+    the whole optimizer step; else by this micro-batch's own counts.
+    """
     shift_labels = labels[:, 1:]
     token_losses = F.cross_entropy(
         logits[:, :-1].float().reshape(-1, logits.shape[-1]),
@@ -569,14 +582,20 @@ def joint_loss(
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
-    sft = token_losses / (shift_labels != IGNORE_INDEX).sum().clamp(min=1)
     positions = q != Q_IGNORE
+    num_tokens, num_steps = loss_counts(labels, q) if step_counts is None else step_counts
+    sft = token_losses / num_tokens.clamp(min=1)
     # `where` before squaring, not a product with the mask: a value at a padded position may be anything, NaN
     # included, and NaN * 0 is NaN in the loss and in its gradient.
     errors = torch.where(positions, values.float() - q.float(), 0.0)
     squared = errors**2
-    value = squared.sum() / (positions.sum() + VALUE_LOSS_EPS)
+    value = squared.sum() / (num_steps + VALUE_LOSS_EPS)
     return JointLoss(total=sft + value_loss_weight * value, sft=sft, value=value)
+
+
+def loss_counts(labels: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """`[label tokens, Q positions]` of a batch, the denominators of `joint_loss`."""
+    return torch.stack([(labels[:, 1:] != IGNORE_INDEX).sum(), (q != Q_IGNORE).sum()])
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -648,6 +667,8 @@ class ValueTrainer(Trainer):
             compute_metrics=compute_value_metrics,
             callbacks=callbacks,
         )
+        self.loss_is_scaled_for_ga = True  # `compute_loss` divides by the whole step's counts
+        self._step_counts: torch.Tensor | None = None
         self._metrics: dict[str, defaultdict[str, list[float]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
@@ -661,15 +682,35 @@ class ValueTrainer(Trainer):
                     "accelerate config (recipes/accelerate_configs/deepspeed_zero3.yaml does)."
                 )
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The Trainer's micro-batches of one optimizer step, plus the step's `loss_counts` over every process."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        counts = sum((loss_counts(batch["labels"], batch["Q"]) for batch in batch_samples), torch.zeros(2))
+        self._step_counts = self.accelerator.reduce(torch.as_tensor(counts, device=device), reduction="sum")
+        return batch_samples, num_items_in_batch
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        loss = joint_loss(
-            outputs["logits"], inputs["labels"], outputs["values"], inputs["Q"], self.args.value_loss_weight
-        )
         mode = "train" if model.training else "eval"
+        # In training, this micro-batch's share of the whole step's means; the data-parallel gradient average over
+        # processes is undone by the factor `num_processes`.
+        step_counts = self._step_counts if mode == "train" else None
+        scale = self.accelerator.num_processes if mode == "train" else 1
+        loss = joint_loss(
+            outputs["logits"],
+            inputs["labels"],
+            outputs["values"],
+            inputs["Q"],
+            self.args.value_loss_weight,
+            step_counts,
+        )
         for name, term in (("sft_loss", loss.sft), ("value_loss", loss.value)):
-            self._metrics[mode][name].append(self.accelerator.gather(term.detach()[None]).mean().item())
-        return (loss.total, outputs) if return_outputs else loss.total
+            # Training shares add up over processes and micro-batches; `log` averages the entries of a step.
+            gathered = self.accelerator.gather(term.detach()[None])
+            shares = gathered.sum() * self.current_gradient_accumulation_steps if mode == "train" else gathered.mean()
+            self._metrics[mode][name].append(shares.item())
+        total = loss.total * scale
+        return (total, outputs) if return_outputs else total
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Loss, and the values and Q of every position (`Q_IGNORE` where no step ends) for `compute_value_metrics`."""
