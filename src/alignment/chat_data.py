@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from datasets import Dataset
+from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerBase
 
-from alignment.templates import IGNORE_INDEX, tokenize_conversation
+from alignment.templates import IGNORE_INDEX, ChatTemplateError, tokenize_conversation
 
 logger = logging.getLogger(__name__)
+
+# The columns `tokenize_chats` returns, typed as `datasets` infers them from a non-empty split.
+TOKENIZED_FEATURES = Features({"input_ids": List(Value("int32")), "labels": List(Value("int64"))})
 
 
 @dataclass
@@ -46,10 +49,19 @@ def tokenize_chats(
     """Map a `messages` dataset to `input_ids`/`labels`, cut to `max_length` keeping the start.
 
     Examples whose trained tokens all fall beyond `max_length` teach nothing and are dropped; the report counts them.
+    An empty split (a mixture with no test rows) gives an empty result. A chat the template cannot mask exactly
+    raises `ChatTemplateError` naming the split and row (0-based, as in `dataset[row]`).
     """
+    if not len(dataset):
+        report = TruncationReport(0, 0, 0)
+        logger.info("%s split: %s", split_name, report)
+        return Dataset.from_dict({"input_ids": [], "labels": []}, features=TOKENIZED_FEATURES), report
 
-    def encode(row: dict) -> dict:
-        encoded = tokenize_conversation(tokenizer, row["messages"], train_on_prompt=train_on_prompt)
+    def encode(row: dict, index: int) -> dict:
+        try:
+            encoded = tokenize_conversation(tokenizer, row["messages"], train_on_prompt=train_on_prompt)
+        except ChatTemplateError as err:
+            raise ChatTemplateError(f"{split_name} row {index}: {err}") from err
         length = len(encoded["input_ids"])
         if max_length is not None and length > max_length:
             encoded = {key: values[:max_length] for key, values in encoded.items()}
@@ -57,7 +69,11 @@ def tokenize_chats(
         return {**encoded, "full_length": length, "has_trained": has_trained}
 
     encoded = dataset.map(
-        encode, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {split_name} chats"
+        encode,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        desc=f"Tokenizing {split_name} chats",
     )
     truncated = sum(1 for n in encoded["full_length"] if max_length is not None and n > max_length)
     keep = [i for i, ok in enumerate(encoded["has_trained"]) if ok]

@@ -1,9 +1,11 @@
 """Read a recipe's `dataset_mixer` into one `DatasetDict` with "train" and "test" splits, checking every row.
 
-Sources are hub ids or local paths: a .json/.jsonl/.parquet file (a .json file may also be one JSON array of rows), a
-folder written by `save_to_disk` (a `Dataset` or a `DatasetDict`), or a folder of such files, where a file's name is
-its split (`train.jsonl`, `test_sft.parquet`, `train-00000-of-00002.parquet`). A lone file or saved `Dataset` has no
-split names of its own: in the Zephyr form it is the source's train split, in the list form it is the entry's split.
+Sources are hub ids or local paths: a .json/.jsonl/.parquet file (a JSON file holds JSON Lines or one array of rows,
+as UTF-8 with or without a byte-order mark, whatever its extension), a folder written by `save_to_disk` (a `Dataset`
+or a `DatasetDict`), or a folder of such files, where a file's name is its split (`train.jsonl`, `test_sft.parquet`,
+`train-00000-of-00002.parquet`). A lone file or saved `Dataset` has no split names of its own: in the Zephyr form it
+is the source's train split, in the list form it is the entry's split. A JSON file is parsed strictly before anything
+else reads it: invalid JSON, bytes that are not UTF-8 or an empty file stop with the file, line (and byte) named.
 
 Each source is processed on its own, in this order, so that every count and every error names the source:
 
@@ -21,10 +23,13 @@ The counts of every step are logged at INFO, one line per source, and returned i
 
 from __future__ import annotations
 
+import codecs
 import difflib
+import hashlib
 import json
 import logging
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +51,9 @@ VALID_ROLES = ("system", "user", "assistant")
 FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _SHARD_SUFFIX = re.compile(r"-\d+-of-\d+$")
 _VALIDATION_BATCH = 1000
+_JSON_WHITESPACE = " \t\r\n"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # where a lone surrogate may hide
+_LONE_SURROGATE = "a string holds {}, half of a UTF-16 surrogate pair without its other half (not text)"
 
 
 class InvalidRowError(ValueError):
@@ -430,38 +438,171 @@ def _read_file(path: Path) -> Dataset:
         raise ValueError(f"{path}: unsupported file type '{path.suffix}' (supported: {', '.join(FILE_FORMATS)}).")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty: no rows to read.")
+    if FILE_FORMATS[path.suffix] == "json":
+        return _read_json(path)
+    return _load_file(path, "parquet")
+
+
+def _load_file(path: Path, builder: str, data_file: Path | None = None) -> Dataset:
+    """`datasets`' `builder` reader over `data_file` (default: `path`); a failure is an error that names `path`."""
     try:
-        return datasets.load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train")
+        return datasets.load_dataset(builder, data_files=str(data_file or path), split="train")
     except Exception as err:
-        problem = _json_problem(path) if FILE_FORMATS[path.suffix] == "json" else None
-        if problem:
-            raise ValueError(problem) from None
         cause = f" ({err.__cause__})" if err.__cause__ else ""
         raise ValueError(f"Could not read {path}: {err}{cause}") from err
 
 
-def _json_problem(path: Path) -> str | None:
-    """Find why a JSON file failed to load: the first line that is not a JSON object, a bad array, or no rows."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        return f"{path} is empty: no rows to read."
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as err:
-            return f"{path} line {err.lineno} column {err.colno}: invalid JSON ({err.msg})."
-        bad = next((index for index, row in enumerate(rows) if not isinstance(row, dict)), None)
-        return None if bad is None else f"{path}: array element {bad} is {_describe(rows[bad])}, expected an object."
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            return f"{path} line {number}: invalid JSON ({err.msg} at column {err.colno}): {_clip(line)}"
+def _read_json(path: Path) -> Dataset:
+    """Read a JSON file (JSON Lines, one array of rows, or one object) after parsing all of it strictly here.
+
+    `datasets`' JSON reader guesses where the input is odd, and some guesses are silently wrong: when pyarrow refuses
+    a file (a raw control character, a lone surrogate, a duplicate key) it falls back to pandas, which reads a
+    one-line file as one row per message; an array whose first object starts past byte 100 becomes a column of
+    strings; bytes that are not UTF-8 stop it with a bare `UnicodeDecodeError`. So the file is first parsed with
+    Python's strict `json`, every error naming the file and line. JSON Lines then go to `datasets` as written, a whole
+    document (an array, or one object) as a canonical JSON Lines copy, so that `datasets` has nothing to guess. The
+    rows it returns must be the rows parsed here, in number and columns, or reading fails: never train on other rows.
+    """
+    parsed = _parse_json_lines(path)
+    if parsed is None:
+        rows = _parse_json_document(path)
+        data_file, count, columns = _json_lines_copy(path, rows), len(rows), {key for row in rows for key in row}
+    else:
+        data_file, (count, columns) = path, parsed
+    if not columns:
+        raise ValueError(f"{path} has no columns: every row is an empty object {{}}.")
+    dataset = _load_file(path, "json", data_file)
+    if len(dataset) != count or set(dataset.column_names) != columns:
+        raise ValueError(
+            f"Could not read {path}: it holds {count} rows with columns {', '.join(sorted(columns))}, but the "
+            f"`datasets` JSON reader returned {len(dataset)} rows with columns {', '.join(dataset.column_names)}."
+        )
+    return dataset
+
+
+def _parse_json_lines(path: Path) -> tuple[int, set[str]] | None:
+    """Parse a JSON Lines file line by line: its row count and columns, or None if the file is one JSON document.
+
+    Lines end at "\\n" only (U+2028 and the like are text inside strings), a UTF-8 byte-order mark before the first
+    line is skipped and blank lines are ignored. The file is one document when its first non-blank line opens an
+    array, or is a lone "{" (an object written over several lines, as `json.dump(row, indent=2)` writes one).
+    """
+    count, columns, offset = 0, set(), 0
+    with path.open("rb") as file:
+        for number, raw in enumerate(file, start=1):  # a binary file's lines end at b"\n" only
+            skip = len(codecs.BOM_UTF8) if number == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+            line = _decode(path, raw[skip:], offset=offset + skip, line=number).rstrip("\r\n")
+            offset += len(raw)
+            content = line.strip(_JSON_WHITESPACE)
+            if not content:
+                continue
+            if not count and (content.startswith("[") or content == "{"):
+                return None
+            try:
+                row = _json_loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{path} line {number}: invalid JSON ({_json_error(err)} at column {err.colno}): {_clip(content)}"
+                ) from None
+            except (ValueError, RecursionError) as err:
+                raise ValueError(f"{path} line {number}: {err}.") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path} line {number}: expected one JSON object per line, got {_describe(row)}.")
+            surrogate = _lone_surrogate(row) if _SURROGATE_ESCAPE.search(line) else None
+            if surrogate:
+                raise ValueError(f"{path} line {number}: {_LONE_SURROGATE.format(surrogate)}.")
+            count += 1
+            columns.update(row)
+    if not count:
+        raise ValueError(f"{path} is empty: no rows to read.")
+    return count, columns
+
+
+def _parse_json_document(path: Path) -> list[dict]:
+    """The rows of a file that is one JSON document: the objects of its array, or the one object it is."""
+    data = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    text = _decode(path, data[skip:], offset=skip)
+    try:
+        value = _json_loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} line {err.lineno} column {err.colno}: invalid JSON ({_json_error(err)}).") from None
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{path}: {err}.") from None
+    rows = value if isinstance(value, list) else [value]
+    if not rows:
+        raise ValueError(f"{path} is empty: its JSON array has no rows.")
+    has_surrogate_escapes = _SURROGATE_ESCAPE.search(text) is not None
+    for index, row in enumerate(rows):
         if not isinstance(row, dict):
-            return f"{path} line {number}: expected one JSON object per line, got {_describe(row)}."
-    return None
+            raise ValueError(f"{path}: array element {index} is {_describe(row)}, expected an object.")
+        surrogate = _lone_surrogate(row) if has_surrogate_escapes else None
+        if surrogate:
+            raise ValueError(f"{path}: array element {index}: {_LONE_SURROGATE.format(surrogate)}.")
+    return rows
+
+
+def _decode(path: Path, data: bytes, *, offset: int, line: int = 1) -> str:
+    """`data` (the file's bytes from byte `offset`, on line `line`) as UTF-8 text; naming the first bad byte if not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[: err.start]
+        line += before.count(b"\n")
+        column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8")) + 1
+        utf16 = offset + err.start == 0 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        raise ValueError(
+            f"{path} line {line} column {column}: not UTF-8 text (byte 0x{data[err.start]:02x} at byte offset "
+            f"{offset + err.start}){'; it starts with a UTF-16 byte-order mark' if utf16 else ''}: save it as UTF-8."
+        ) from None
+
+
+def _json_loads(text: str) -> Any:
+    """Python's strict JSON parser, refusing duplicate keys (readers disagree on which value wins)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _json_error(err: json.JSONDecodeError) -> str:
+    """Python's reason for `err`, naming the character where it is a raw control character inside a string."""
+    if err.msg == "Invalid control character at":
+        return f"unescaped control character U+{ord(err.doc[err.pos]):04X} in a string"
+    return err.msg.removesuffix(" at")  # "Unterminated string starting at": the position follows in our message
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """One JSON object's key-value pairs as a dict; a key given twice is an error."""
+    row = dict(pairs)
+    if len(row) < len(pairs):
+        keys = [key for key, _ in pairs]
+        duplicate = next(key for index, key in enumerate(keys) if key in keys[:index])
+        raise ValueError(f"duplicate key {duplicate!r} in one object")
+    return row
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first unpaired UTF-16 surrogate (a `\\ud83d` escape without its other half) in `value`'s strings, or None.
+
+    Python's `json` accepts such an escape; it is not text, and neither pyarrow nor a tokenizer can take it.
+    """
+    if isinstance(value, str):
+        surrogate = next((char for char in value if "\ud800" <= char <= "\udfff"), None)
+        return None if surrogate is None else f"\\u{ord(surrogate):04x}"
+    parts = [*value, *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
+    return next(filter(None, map(_lone_surrogate, parts)), None)
+
+
+def _json_lines_copy(path: Path, rows: list[dict]) -> Path:
+    """A whole-document JSON file's `rows` as JSON Lines in the `datasets` cache, named by content (safe to share)."""
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    copy = Path(datasets.config.HF_DATASETS_CACHE) / "json_documents" / f"{digest}.jsonl"
+    if not copy.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        partial = copy.with_name(f"{copy.name}.{os.getpid()}.partial")  # each process writes its own, then renames
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(copy)
+    logger.info("%s is one JSON document of %d rows: read as JSON Lines from %s", path, len(rows), copy)
+    return copy
 
 
 # Checking, sampling and mixing
@@ -554,7 +695,10 @@ def _describe(value: Any) -> str:
 
 
 def _clip(value: Any, limit: int = 80) -> str:
+    """`value` for a message: a string as it is, else its repr; unprintable characters (control, zero-width,
+    direction overrides) escaped so that the message shows them; cut to `limit` characters."""
     text = value if isinstance(value, str) else repr(value)
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -1,0 +1,536 @@
+"""Hostile input, property-based (hypothesis): the file loaders and the SFT loss mask under odd bytes and odd text.
+
+Loaders (`alignment.data.load_mixture` over one local file): rows with any text in them (emoji, CJK, right-to-left,
+zero-width and control characters), written as JSON Lines or as one JSON array (or one object), with or without a
+UTF-8 byte-order mark, LF or CRLF line ends, blank lines, non-ASCII raw or escaped, come back exactly as written.
+Invalid JSON, bytes that are not UTF-8 and empty files fail with one exact message naming the file and the line (and,
+for bad bytes, the column and byte offset), never with a traceback from inside `datasets` or pyarrow.
+
+Loss mask (`alignment.templates.tokenize_conversation`, `alignment.chat_data.tokenize_chats`), under every shipped
+template: the trained tokens are exactly each assistant turn's content followed by its end-of-turn token.
+"Decode exactly" means, for the byte-level BPE tokenizer used here (every string round-trips through it): decoding the
+run of trained tokens of each assistant turn, special tokens kept and no clean-up of spaces, gives back the content as
+written in the data, character for character, then the end-of-turn token; and the labels are exactly the tokens
+between the two token boundaries found by decoding prefixes of the rendered chat. Where no token boundary falls at a
+turn's start or end (an answer starting with two newlines merges with the generation prompt's "\\n"), the chat must
+be refused, and only then. A tokenizer that normalises text (NFKC here: "ﬁ" -> "fi") cannot give back text it
+changes: such a chat is refused (`ChatTemplateError`), never trained on an approximate mask; a chat it leaves as it is
+gets exactly the labels of the same tokenizer without the normaliser.
+"""
+
+from __future__ import annotations
+
+import codecs
+import copy
+import json
+import sys
+import tempfile
+import unicodedata
+from functools import cache
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import pytest
+from datasets import Dataset
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from tokenizers import normalizers
+
+from alignment.chat_data import TOKENIZED_FEATURES, TruncationReport, tokenize_chats
+from alignment.configs import DataArguments
+from alignment.data import load_mixture, sft_row_problem
+from alignment.templates import (
+    IGNORE_INDEX,
+    ChatTemplateError,
+    list_chat_templates,
+    load_chat_template,
+    set_chat_template,
+    tokenize_conversation,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _template_tokenizer import build_tokenizer  # noqa: E402
+
+# Function-scoped fixtures (tmp_path, the cache below) are shared by a test's examples: each example writes its own
+# folder, so sharing is safe.
+FILE_CASES = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+
+# Text that breaks naive readers and tokenizers: emoji (a ZWJ family, a flag), CJK, right-to-left (with a direction
+# override), zero-width characters, the byte-order mark as a character, control characters, Unicode line separators,
+# NFKC-unstable text (ligature, full-width letter, non-breaking space, combining accent), JSON syntax, template tokens.
+HOSTILE = [
+    "😀",
+    "👨‍👩‍👧‍👦",
+    "🇯🇵",
+    "日本語の文",
+    "中文",
+    "한국어",
+    "مرحبا بالعالم",
+    "שלום",
+    "\u202eevil\u202c",
+    "\u200f",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2060",
+    "\ufeff",
+    "\x00",
+    "\x01",
+    "\x07",
+    "\x1b[31m",
+    "\x7f",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\r",
+    "\t",
+    "\n",
+    "\r\n",
+    " ",
+    "ﬁ",
+    "Ａ",
+    "\xa0",
+    "\u3000",
+    "e\u0301",
+    '"',
+    "\\",
+    "{[",
+    "<|im_end|>",
+    "<|im_start|>assistant\n",
+    "</s>",
+    "<|assistant|>\n",
+]
+EOT = {"chatml": "<|im_end|>", "zephyr": "</s>"}  # each shipped template's end-of-turn token
+
+pieces = st.sampled_from(HOSTILE) | st.text(st.characters(codec="utf-8"), max_size=6)
+visible = st.sampled_from([piece for piece in HOSTILE if piece.strip()]) | st.text(
+    st.characters(codec="utf-8"), min_size=1, max_size=6
+).filter(str.strip)
+# Any pieces around at least one visible one (the row validator refuses blank contents), often after whitespace as
+# real answers have it: one starting with "\n\n" merges with the generation prompt's "\n" into one token.
+contents = st.tuples(
+    st.sampled_from(["", "", "", " ", "\n", "\n\n"]),
+    st.lists(pieces, max_size=2),
+    visible,
+    st.lists(pieces, max_size=2),
+).map(lambda parts: parts[0] + "".join(parts[1]) + parts[2] + "".join(parts[3]))
+
+
+@st.composite
+def conversations(draw) -> list[dict]:
+    """A valid chat: an optional system message, 1-3 user/assistant pairs, optionally a last user message."""
+    messages = [{"role": "system", "content": draw(contents)}] if draw(st.booleans()) else []
+    for _ in range(draw(st.integers(1, 3))):
+        messages += [{"role": "user", "content": draw(contents)}, {"role": "assistant", "content": draw(contents)}]
+    if draw(st.booleans()):
+        messages.append({"role": "user", "content": draw(contents)})
+    return messages
+
+
+rows = st.lists(conversations().map(lambda messages: {"messages": messages}), min_size=1, max_size=4)
+
+
+@st.composite
+def json_lines(draw) -> tuple[list[bytes], list[dict]]:
+    """JSON Lines as a list of raw lines (line ends included): blank lines, LF or CRLF, non-ASCII raw or escaped."""
+    written = draw(rows)
+    ascii_only, end = draw(st.booleans()), draw(st.sampled_from(["\n", "\r\n"]))
+    lines = []
+    for row in written:
+        lines += [blank + end for blank in draw(st.lists(st.sampled_from(["", " ", "\t"]), max_size=2))]
+        lines.append(json.dumps(row, ensure_ascii=ascii_only) + end)
+    if draw(st.booleans()):
+        lines[-1] = lines[-1].rstrip("\r\n")  # no line end after the last line
+    return [line.encode("utf-8") for line in lines], written
+
+
+@st.composite
+def json_documents(draw) -> tuple[str, list[dict]]:
+    """One JSON array of rows (compact or indented, whitespace before it and before its first row), or one indented
+    object (on one line it would be JSON Lines)."""
+    written = draw(rows)
+    ascii_only, indent = draw(st.booleans()), draw(st.sampled_from([None, 0, 2, 4]))
+    if len(written) == 1 and draw(st.booleans()):
+        text = json.dumps(written[0], ensure_ascii=ascii_only, indent=indent or 2)
+    else:
+        text = json.dumps(written, ensure_ascii=ascii_only, indent=indent)
+        text = "[" + draw(st.sampled_from(["", "\n", " " * 120])) + text[1:]  # `datasets` guessed wrong past byte 100
+    if draw(st.booleans()):
+        text = text.replace("\n", "\r\n")
+    return draw(st.sampled_from(["", "\n", "  "])) + text, written
+
+
+@pytest.fixture(autouse=True)
+def _private_datasets_cache(tmp_path, monkeypatch):
+    """Keep the arrow files `datasets` caches for local files out of the user's cache."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    """`data` as `name` in a new folder of its own (hypothesis examples share `tmp_path`)."""
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / name
+    path.write_bytes(data)
+    return path
+
+
+def load(path: Path) -> list[dict]:
+    """The train rows `load_mixture` reads from one file (all of them, in file order, checked as SFT chats)."""
+    data_args = DataArguments(dataset_mixer={str(path): 1.0}, test_split_size=0.0)
+    return load_mixture(data_args, validate_row=sft_row_problem)["train"].to_list()
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(ValueError) as caught:
+        load(path)
+    assert type(caught.value) is ValueError, "a plain ValueError with a message, not an error from inside a library"
+    return str(caught.value)
+
+
+# ---- loaders: any text comes back exactly ---------------------------------------------------------------------------
+
+
+@settings(max_examples=60, **FILE_CASES)
+@given(
+    file=json_lines().map(lambda f: (b"".join(f[0]), f[1])) | json_documents().map(lambda f: (f[0].encode(), f[1])),
+    bom=st.booleans(),
+    suffix=st.sampled_from([".jsonl", ".json"]),
+)
+def test_any_text_in_json_lines_or_array_comes_back_exactly(tmp_path, file, bom, suffix):
+    data, written = file
+    assert load(write(tmp_path, "chats" + suffix, codecs.BOM_UTF8 * bom + data)) == written
+
+
+@settings(max_examples=10, **FILE_CASES)
+@given(written=rows)
+def test_any_text_in_parquet_comes_back_exactly(tmp_path, written):
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / "chats.parquet"
+    pd.DataFrame(written).to_parquet(path)
+    assert load(path) == written
+
+
+# ---- loaders: bad input, one exact message --------------------------------------------------------------------------
+
+
+@settings(max_examples=40, **FILE_CASES)
+@given(file=json_lines(), bom=st.booleans(), data=st.data())
+def test_invalid_json_names_file_line_and_column(tmp_path, file, bom, data):
+    """One row's line is cut short (at a character, after "{" and more: a lone "{" opens a multi-line object): the
+    message names that line, counting blank lines."""
+    lines, _ = file
+    number = data.draw(st.sampled_from([n for n, line in enumerate(lines, start=1) if line.strip()]))
+    text = lines[number - 1].decode()
+    body = text.rstrip("\r\n")
+    cut = body[: data.draw(st.integers(2, len(body) - 1))]
+    lines[number - 1] = (cut + text[len(body) :]).encode()
+    path = write(tmp_path, "chats.jsonl", codecs.BOM_UTF8 * bom + b"".join(lines))
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(cut)
+    reason = f"{expected.value.msg.removesuffix(' at')} at column {expected.value.colno}"
+    assert load_error(path).startswith(f"{path} line {number}: invalid JSON ({reason}): ")
+
+
+@settings(max_examples=30, **FILE_CASES)
+@given(file=json_documents(), bom=st.booleans(), data=st.data())
+def test_invalid_json_array_names_file_line_and_column(tmp_path, file, bom, data):
+    """A whole-document file cut short anywhere after its opening bracket: line and column in the whole file."""
+    text, _ = file
+    cut = text[: data.draw(st.integers(len(text) - len(text.lstrip()) + 1, len(text) - 1))]
+    path = write(tmp_path, "chats.json", codecs.BOM_UTF8 * bom + cut.encode())
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(cut)
+    err, reason = expected.value, expected.value.msg.removesuffix(" at")
+    assert load_error(path) == f"{path} line {err.lineno} column {err.colno}: invalid JSON ({reason})."
+
+
+@settings(max_examples=40, **FILE_CASES)
+@given(
+    file=json_lines(),
+    bom=st.booleans(),
+    bad=st.sampled_from([0x80, 0xA9, 0xBF, 0xC0, 0xC1, 0xC3, 0xE9, 0xF5, 0xFF]),  # Latin-1 "é" is 0xE9
+    data=st.data(),
+)
+def test_bytes_not_utf8_name_file_line_column_and_byte_offset(tmp_path, file, bom, bad, data):
+    """One byte that cannot start a UTF-8 character, put between two characters of any line (blank ones too)."""
+    lines, _ = file
+    number = data.draw(st.integers(1, len(lines)))
+    text = lines[number - 1].decode()
+    column = data.draw(st.integers(0, len(text.rstrip("\n"))))
+    before = text[:column].encode()
+    lines[number - 1] = before + bytes([bad]) + lines[number - 1][len(before) :]
+    path = write(tmp_path, "chats.jsonl", codecs.BOM_UTF8 * bom + b"".join(lines))
+    offset = len(codecs.BOM_UTF8) * bom + sum(map(len, lines[: number - 1])) + len(before)
+    assert load_error(path) == (
+        f"{path} line {number} column {column + 1}: not UTF-8 text (byte 0x{bad:02x} at byte offset {offset}): "
+        "save it as UTF-8."
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "is empty: no rows to read."),
+        (b"\n\n", "is empty: no rows to read."),
+        (b" \t\r\n \r\n", "is empty: no rows to read."),
+        (codecs.BOM_UTF8, "is empty: no rows to read."),
+        (codecs.BOM_UTF8 + b"\r\n", "is empty: no rows to read."),
+        (b"[]", "is empty: its JSON array has no rows."),
+        (codecs.BOM_UTF8 + b"\n[\n]\n", "is empty: its JSON array has no rows."),
+        (b"{}\n{}\n", "has no columns: every row is an empty object {}."),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_empty_file_names_the_file(tmp_path, data, reason, suffix):
+    path = write(tmp_path, "empty" + suffix, data)
+    assert load_error(path) == f"{path} {reason}"
+
+
+def test_array_not_utf8_names_line_and_offset(tmp_path):
+    path = write(tmp_path, "chats.json", b'[\n  {"messages": []},\n  {"messages": "caf\xe9"}\n]')
+    assert load_error(path) == (
+        f"{path} line 3 column 20: not UTF-8 text (byte 0xe9 at byte offset 41): save it as UTF-8."
+    )
+
+
+def test_utf16_file_is_named_as_such(tmp_path):
+    path = write(tmp_path, "chats.jsonl", json.dumps({"messages": []}).encode("utf-16"))
+    assert load_error(path) == (
+        f"{path} line 1 column 1: not UTF-8 text (byte 0xff at byte offset 0); it starts with a UTF-16 byte-order "
+        "mark: save it as UTF-8."
+    )
+
+
+def test_bad_shard_is_named(tmp_path):
+    folder = tmp_path / "chats"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "train-00000-of-00002.jsonl").write_text(json.dumps({"messages": []}) + "\n")
+    shard = folder / "data" / "train-00001-of-00002.jsonl"
+    shard.write_bytes(b'{"messages": "\xff"}\n')
+    assert load_error(folder) == (
+        f"{shard} line 1 column 15: not UTF-8 text (byte 0xff at byte offset 14): save it as UTF-8."
+    )
+
+
+# Inputs `datasets`' JSON reader misread before the strict parse (pyarrow refused them and a pandas fallback turned a
+# one-line file into one row per message, or an array into a column of strings); each is now refused by name or read.
+
+
+def test_raw_control_character_is_named_and_shown_escaped(tmp_path):
+    path = write(tmp_path, "chats.jsonl", '{"messages": "a\x01b\u202e"}\n'.encode())
+    assert load_error(path) == (
+        f"{path} line 1: invalid JSON (unescaped control character U+0001 in a string at column 16): "
+        '{"messages": "a\\x01b\\u202e"}'
+    )
+
+
+def test_duplicate_key_is_refused(tmp_path):
+    chat = '[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]'
+    path = write(tmp_path, "chats.jsonl", f'{{"messages": {chat}, "messages": {chat}}}\n'.encode())
+    assert load_error(path) == f"{path} line 1: duplicate key 'messages' in one object."
+
+
+def test_lone_surrogate_escape_is_refused(tmp_path):
+    pair, lone = json.dumps({"messages": "😀"}), json.dumps({"messages": "\ud83d"})
+    path = write(tmp_path, "chats.jsonl", f"{pair}\n{lone}\n".encode())
+    assert load_error(path) == (
+        f"{path} line 2: a string holds \\ud83d, half of a UTF-16 surrogate pair without its other half (not text)."
+    )
+    path = write(tmp_path, "chats.json", f"[{pair}, {lone}]".encode())
+    assert load_error(path) == (
+        f"{path}: array element 1: a string holds \\ud83d, half of a UTF-16 surrogate pair without its other half "
+        "(not text)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "maximum recursion depth exceeded"),
+        ("9" * 5000, "Exceeds the limit (4300 digits) for integer string conversion"),
+    ],
+)
+def test_json_python_cannot_hold_is_named(tmp_path, value, reason):
+    path = write(tmp_path, "chats.jsonl", f'{{"messages": [], "extra": {value}}}\n'.encode())
+    assert load_error(path).startswith(f"{path} line 1: {reason}")
+
+
+def test_array_of_objects_starting_past_byte_100_is_read_as_rows(tmp_path):
+    chat = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    path = write(tmp_path, "chats.json", ("[" + " " * 150 + json.dumps(chat) + "]").encode())
+    assert load(path) == [chat]
+
+
+def test_line_separator_inside_a_string_is_not_a_line_end(tmp_path):
+    """U+2028 and U+0085 are text inside a string: the bad line is still counted as line 2."""
+    chat = {"messages": [{"role": "user", "content": "a\u2028b\x85c"}, {"role": "assistant", "content": "d"}]}
+    path = write(tmp_path, "chats.jsonl", (json.dumps(chat, ensure_ascii=False) + '\n{"messages": [oops\n').encode())
+    assert load_error(path) == f'{path} line 2: invalid JSON (Expecting value at column 15): {{"messages": [oops'
+
+
+def test_rows_datasets_misreads_are_refused(tmp_path, monkeypatch):
+    """Whatever `datasets` returns must be the rows the strict parse found, or reading fails."""
+    chat = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    path = write(tmp_path, "chats.jsonl", (json.dumps(chat) + "\n").encode())
+    misread = Dataset.from_list([{"text": "q"}, {"text": "a"}])
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: misread)
+    assert load_error(path) == (
+        f"Could not read {path}: it holds 1 rows with columns messages, but the `datasets` JSON reader returned 2 "
+        "rows with columns text."
+    )
+
+
+def test_corrupt_parquet_is_named(tmp_path):
+    path = write(tmp_path, "chats.parquet", b"PAR1 not really")
+    assert load_error(path).startswith(f"Could not read {path}: ")
+
+
+# ---- the loss mask: exactly each answer and its end-of-turn token ---------------------------------------------------
+
+
+@cache
+def tokenizer(name: str):
+    """A byte-level BPE tokenizer (every string round-trips) with the shipped template `name` and its tokens."""
+    tok = build_tokenizer(load_chat_template(name), corpus=HOSTILE * 3)
+    set_chat_template(tok, name)
+    return tok
+
+
+@cache
+def normalising_tokenizer():
+    """`tokenizer("chatml")` with an NFKC normaliser: the same vocabulary, but "ﬁ" reads as "fi"."""
+    tok = copy.deepcopy(tokenizer("chatml"))
+    tok.backend_tokenizer.normalizer = normalizers.NFKC()
+    return tok
+
+
+def decode(tok, ids: list[int]) -> str:
+    return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def exact_mask(tok, messages: list[dict], eot: str) -> tuple[list[int], list[int] | None]:
+    """The ids of the rendered chat and the labels it must get (None: a turn boundary falls inside a token).
+
+    Found without `alignment.templates`: a turn starts where the render of the chat so far with the generation prompt
+    ends, and is its content then `eot`; its boundaries in tokens are the prefixes of ids that decode to exactly the
+    text before them.
+    """
+    full = tok.apply_chat_template(messages, tokenize=False)
+    ids = tok(full, add_special_tokens=False)["input_ids"]
+    tokens_before = {}
+    for count in range(len(ids) + 1):
+        text = decode(tok, ids[:count])
+        if full.startswith(text):
+            tokens_before[len(text)] = count
+    labels = [IGNORE_INDEX] * len(ids)
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(tok.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True))
+        end = start + len(message["content"] + eot)
+        assert full[start:end] == message["content"] + eot  # how every shipped template writes an assistant turn
+        if start not in tokens_before or end not in tokens_before:
+            return ids, None
+        first, last = tokens_before[start], tokens_before[end]
+        labels[first:last] = ids[first:last]
+    return ids, labels
+
+
+def trained_runs(tok, encoded: dict) -> list[str]:
+    """Each run of consecutive trained tokens (labels that are not `IGNORE_INDEX`), decoded."""
+    runs, run = [], []
+    for label in encoded["labels"]:
+        if label != IGNORE_INDEX:
+            run.append(label)
+        elif run:
+            runs.append(run)
+            run = []
+    return [decode(tok, run) for run in [*runs, run] if run]
+
+
+def test_every_shipped_template_is_covered():
+    assert sorted(EOT) == list_chat_templates()
+
+
+@pytest.mark.parametrize("name", sorted(EOT))
+@settings(max_examples=100, deadline=None)
+@given(messages=conversations())
+def test_trained_tokens_decode_to_each_answer_and_its_end_of_turn(name, messages):
+    tok = tokenizer(name)
+    ids, labels = exact_mask(tok, messages, EOT[name])
+    event("refused: a turn boundary inside a token" if labels is None else "exact mask")
+    if labels is None:
+        with pytest.raises(ChatTemplateError, match="is not a token boundary"):
+            tokenize_conversation(tok, messages)
+        return
+    encoded = tokenize_conversation(tok, messages)
+    assert encoded == {"input_ids": ids, "labels": labels}
+    answers = [message["content"] + EOT[name] for message in messages if message["role"] == "assistant"]
+    assert trained_runs(tok, encoded) == answers
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages=conversations())
+def test_normalising_tokenizer_refuses_what_it_changes(messages):
+    plain, nfkc = tokenizer("chatml"), normalising_tokenizer()
+    full = plain.apply_chat_template(messages, tokenize=False)
+    event("NFKC changes the chat" if unicodedata.normalize("NFKC", full) != full else "NFKC leaves the chat as it is")
+    if unicodedata.normalize("NFKC", full) != full:
+        with pytest.raises(ChatTemplateError, match="decode does not reproduce the rendered text"):
+            tokenize_conversation(nfkc, messages)
+        return
+    try:
+        expected = tokenize_conversation(plain, messages)
+    except ChatTemplateError as err:
+        with pytest.raises(ChatTemplateError, match="is not a token boundary") as caught:
+            tokenize_conversation(nfkc, messages)
+        assert str(caught.value) == str(err)
+        return
+    assert tokenize_conversation(nfkc, messages) == expected
+
+
+# ---- truncation: counted, and no example left without a trained token -----------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chats=st.lists(conversations(), min_size=1, max_size=4),
+    max_length=st.none() | st.integers(1, 120),
+    train_on_prompt=st.booleans(),
+)
+def test_truncation_is_counted_and_no_example_is_left_without_a_trained_token(chats, max_length, train_on_prompt):
+    tok = tokenizer("chatml")
+    dataset = Dataset.from_list([{"messages": messages} for messages in chats])
+    full = []
+    for row, messages in enumerate(chats):
+        try:
+            full.append(tokenize_conversation(tok, messages, train_on_prompt=train_on_prompt))
+        except ChatTemplateError as err:  # the first chat without an exact mask stops tokenization, by row
+            with pytest.raises(ChatTemplateError) as caught:
+                tokenize_chats(dataset, tok, max_length=max_length, train_on_prompt=train_on_prompt)
+            assert str(caught.value) == f"train row {row}: {err}"
+            return
+    cut = [{key: values[:max_length] for key, values in encoded.items()} for encoded in full]
+    kept = [encoded for encoded in cut if any(label != IGNORE_INDEX for label in encoded["labels"])]
+    event("an example lost every trained token" if len(kept) < len(chats) else "every example kept")
+
+    tokenized, report = tokenize_chats(dataset, tok, max_length=max_length, train_on_prompt=train_on_prompt)
+
+    assert tokenized.to_list() == kept
+    truncated = sum(max_length is not None and len(encoded["input_ids"]) > max_length for encoded in full)
+    assert report == TruncationReport(len(chats), truncated, len(chats) - len(kept))
+    assert tokenized.features == TOKENIZED_FEATURES
+
+
+def test_empty_split_tokenizes_to_an_empty_split():
+    """A mixture with no test rows gives an empty "test" split; tokenizing it used to fail on a missing column."""
+    empty = Dataset.from_list([{"messages": [{"role": "user", "content": "q"}]}]).select([])
+    tokenized, report = tokenize_chats(empty, tokenizer("chatml"), max_length=8, split_name="test")
+    assert (len(tokenized), tokenized.features, report) == (0, TOKENIZED_FEATURES, TruncationReport(0, 0, 0))
+
+
+def test_chat_without_an_exact_mask_is_named_by_split_and_row():
+    good = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    merged = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\n\nanswer"}]
+    dataset = Dataset.from_list([{"messages": good}, {"messages": merged}])
+    with pytest.raises(ChatTemplateError, match=r"^test row 1: Character \d+ .* is not a token boundary"):
+        tokenize_chats(dataset, tokenizer("chatml"), max_length=None, split_name="test")
