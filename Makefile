@@ -1,5 +1,5 @@
 # Two commands do everything from a fresh clone: `make demo` and `make test`. Each installs what it needs first.
-.PHONY: install demo test quality style clean
+.PHONY: install demo test test-quick quality style clean
 
 PYTHON ?= python3
 VENV := .venv
@@ -35,6 +35,10 @@ demo: install $(TINY)/base/config.json
 
 test: install
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# Skips the end-to-end training runs and the multi-process launches (about a minute).
+test-quick: install
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow and not multiprocess"
 
 quality: install
 	$(VENV)/bin/ruff check src scripts tests

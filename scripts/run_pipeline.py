@@ -3,8 +3,9 @@
     python scripts/run_pipeline.py recipes/tiny/pipeline.yaml
     python scripts/run_pipeline.py recipes/tiny/pipeline.yaml --launcher "accelerate launch --num_processes 2"
 
-Each stage runs as its own process with its own recipe; stages already complete are skipped and an interrupted
-one resumes from its last checkpoint, so re-running after a failure continues where it stopped. The SFT output is
+Each stage runs as its own process with its own recipe; a stage already complete with the same recipe says so and
+exits at once, and an interrupted one resumes from its last complete checkpoint, so re-running after a failure
+continues where it stopped. The SFT output is
 the DPO policy and reference because the DPO recipe's `model_name_or_path` names it.
 """
 

@@ -14,7 +14,7 @@ Raises: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malf
 `skip_invalid_rows: true`), `ChatTemplateError` for templates whose assistant turns cannot be located exactly.
 """
 
-from trl import SFTTrainer, get_peft_config
+from trl import get_peft_config
 
 from alignment.chat_data import tokenize_chats
 from alignment.configs import DataArguments, ModelArguments, SFTConfig
@@ -26,6 +26,7 @@ from alignment.run_utils import (
     start_run,
     train_and_evaluate,
 )
+from alignment.sft import SFTTrainer
 from alignment.templates import end_of_turn_token_ids
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).

@@ -5,6 +5,10 @@ and records, for each rank, what it trained on.
 of the DPO reference model (or null), and a fingerprint per example (a hash of its unpadded tokens, so a batch of 8
 in one process and two batches of 4 in two processes give the same fingerprints for the same examples).
 
+`PROBE_KILL_AFTER_CHECKPOINTS=N` makes the process SIGKILL itself right after its N-th checkpoint is complete;
+`PROBE_KILL_IN_CHECKPOINT=N` kills it in the middle of writing its N-th checkpoint (after the model and optimizer,
+before the RNG state, the trainer state and the manifest): a preempted node, at a chosen moment.
+
 `PROBE_KEEP_CPU_SWITCH=0` disables the scripts' switch to `use_cpu` on machines without an accelerator, which
 recreates the silent one-copy-per-process launch that `alignment.run_utils.check_world_size` must stop.
 """
@@ -13,6 +17,7 @@ import hashlib
 import json
 import os
 import runpy
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +25,7 @@ import torch
 import transformers
 
 import alignment.configs
+import alignment.reliability
 
 
 def _fingerprints(inputs: dict) -> list[str]:
@@ -50,8 +56,32 @@ def _recording(training_step):
     return wrapped
 
 
+def _killing_on_call(function, calls: int, *, after: bool):
+    """`function`, made to SIGKILL this process at its `calls`-th call (before or after running it)."""
+    seen = []
+
+    def wrapped(*args, **kwargs):
+        seen.append(1)
+        if not after and len(seen) == calls:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = function(*args, **kwargs)
+        if after and len(seen) == calls:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    return wrapped
+
+
 if __name__ == "__main__":
     transformers.Trainer.training_step = _recording(transformers.Trainer.training_step)
+    if "PROBE_KILL_AFTER_CHECKPOINTS" in os.environ:
+        calls = int(os.environ["PROBE_KILL_AFTER_CHECKPOINTS"])
+        reliability = alignment.reliability
+        reliability.write_manifest = _killing_on_call(reliability.write_manifest, calls, after=True)
+    if "PROBE_KILL_IN_CHECKPOINT" in os.environ:
+        calls = int(os.environ["PROBE_KILL_IN_CHECKPOINT"])
+        trainer = transformers.Trainer
+        trainer._save_rng_state = _killing_on_call(trainer._save_rng_state, calls, after=False)
     if os.environ.get("PROBE_KEEP_CPU_SWITCH", "1") == "0":
         alignment.configs._use_cpu_without_accelerator = lambda config: None
     script, sys.argv = sys.argv[1], sys.argv[1:]

@@ -7,88 +7,53 @@ which records the examples each rank trained on at each step.
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from tests.conftest import REPO, run
+from .conftest import REPO, logged_losses, probe_records, run, run_stage, saved_weights
 
 pytestmark = pytest.mark.multiprocess
 
 CONFIGS = REPO / "recipes" / "accelerate_configs"
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+ACCELERATE = (sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--mixed_precision", "no")
 LAYOUTS = {
-    "one_process": [sys.executable],
-    "ddp": [*ACCELERATE, str(CONFIGS / "multi_gpu.yaml")],
-    "zero3": [*ACCELERATE, str(CONFIGS / "deepspeed_zero3.yaml")],
+    "one_process": (sys.executable,),
+    "ddp": (*ACCELERATE, "--config_file", str(CONFIGS / "multi_gpu.yaml")),
+    "zero3": (*ACCELERATE, "--config_file", str(CONFIGS / "deepspeed_zero3.yaml")),
 }
 # LoRA dropout off: each process draws its own dropout masks, which no layout can reproduce (with TRL's default 0.05
 # the LoRA losses drift apart by 1e-3 from the third step, once the B matrices are non-zero).
 LORA = ["--use_peft", "true", "--lora_target_modules", "all-linear", "--lora_dropout", "0"]
-# stage: (script, tiny recipe and data folder, extra arguments, largest logged-loss difference allowed). Weights may
-# differ by up to 1e-4 more: float sums in another order move Adam's normalised steps by ~1e-5 (measured 1.01e-5).
-STAGES = {
-    "sft": ("run_sft.py", "sft", [], 1e-5),
-    "sft_lora": ("run_sft.py", "sft", LORA, 1e-5),
+# case: (stage, extra arguments, largest logged-loss difference allowed). Weights may differ by up to 1e-4 more:
+# float sums in another order move Adam's normalised steps by ~1e-5 (measured 1.01e-5).
+CASES = {
+    "sft": ("sft", [], 1e-5),
+    "sft_lora": ("sft", LORA, 1e-5),
     # Without the SFT term: TRL's `sft` term is a token mean per micro-batch, so 8 pairs in one process and 4 + 4 in
     # two are averaged differently (measured: losses differ by 1.3e-3 after 8 steps). dpo_lora keeps the recipe's.
-    "dpo": ("run_dpo.py", "dpo", ["--pref_ftx", "0"], 1e-5),
-    "dpo_lora": ("run_dpo.py", "dpo", LORA, 1e-2),
-    "rm": ("run_rm.py", "rm", [], 1e-5),
-    "value": ("run_value.py", "value", [], 1e-5),
+    "dpo": ("dpo", ["--pref_ftx", "0"], 1e-5),
+    "dpo_lora": ("dpo", LORA, 1e-2),
+    "rm": ("rm", [], 1e-5),
+    "value": ("value", [], 1e-5),
 }
-WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "value_head.safetensors")
+SHORT_RUN = ["--max_steps", "6", "--logging_steps", "1", "--eval_strategy", "no", "--eval_on_start", "false"]
 
 
-def launch(layout: str, stage: str, world: Path, output_dir: Path, *extra: str, probe_env=None):
-    script, data, stage_args, _ = STAGES[stage]
-    processes = [] if layout == "one_process" else ["--num_processes", "2", "--mixed_precision", "no"]
+def launch(layout: str, case: str, world: Path, output_dir: Path, extra_env=None):
+    stage, case_args, _ = CASES[case]
     batch = "8" if layout == "one_process" else "4"
-    command = [
-        *LAYOUTS[layout],
-        *processes,
-        str(REPO / "tests" / "_launch_probe.py"),
-        str(REPO / "scripts" / script),
-        str(REPO / "recipes" / "tiny" / data / "config.yaml"),
-        *["--model_name_or_path", str(world / "base"), "--dataset_mixer", json.dumps({str(world / data): 1.0})],
-        *["--output_dir", str(output_dir), "--per_device_train_batch_size", batch, "--max_steps", "6"],
-        *["--logging_steps", "1", "--eval_strategy", "no", "--eval_on_start", "false", "--save_strategy", "no"],
-        *["--disable_tqdm", "true", *stage_args, *extra],
-    ]
-    probe_dir = output_dir.with_suffix(".probe")
-    probe_dir.mkdir(parents=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROBE_DIR": str(probe_dir), **(probe_env or {})}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
-    return result, probe_dir
-
-
-def losses(output_dir: Path) -> list[float]:
-    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
-    return [entry["loss"] for entry in history if "loss" in entry]
-
-
-def probe_records(probe_dir: Path) -> dict[int, dict[str, dict]]:
-    """step -> rank file name -> record"""
-    records: dict[int, dict[str, dict]] = {}
-    for path in sorted(probe_dir.glob("rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            records.setdefault(record["step"], {})[path.stem] = record
-    return records
-
-
-def saved_weights(output_dir: Path) -> dict[str, torch.Tensor]:
-    return {
-        f"{name}:{key}": tensor
-        for name in WEIGHT_FILES
-        if (output_dir / name).is_file()
-        for key, tensor in load_file(output_dir / name).items()
-    }
+    return run_stage(
+        stage,
+        world,
+        output_dir,
+        *SHORT_RUN,
+        *["--save_strategy", "no", "--per_device_train_batch_size", batch, *case_args],
+        launcher=LAYOUTS[layout],
+        extra_env=extra_env,
+    )
 
 
 RELOAD = """
@@ -113,17 +78,17 @@ print(json.dumps({"deepspeed_imported": "deepspeed" in sys.modules, "outputs": o
 """
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
-def test_ddp_and_zero3_train_what_one_process_trains(stage, tiny_world, tmp_path):
+@pytest.mark.parametrize("case", list(CASES))
+def test_ddp_and_zero3_train_what_one_process_trains(case, tiny_world, tmp_path):
     outputs = {}
     for layout in LAYOUTS:
         output_dir = tmp_path / layout
-        result, probe_dir = launch(layout, stage, tiny_world, output_dir)
+        result, probe_dir = launch(layout, case, tiny_world, output_dir)
         assert result.returncode == 0, f"{layout}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
         processes = 1 if layout == "one_process" else 2
         assert f"World size {processes}: global batch 8 = per-device batch {8 // processes}" in result.stdout
         outputs[layout] = (output_dir, probe_records(probe_dir))
-    tolerance = STAGES[stage][3]
+    stage, _, tolerance = CASES[case]
     weight_tolerance = tolerance + 1e-4
 
     single_dir, single_steps = outputs["one_process"]
@@ -136,19 +101,19 @@ def test_ddp_and_zero3_train_what_one_process_trains(stage, tiny_world, tmp_path
             # Disjoint halves of exactly the batch the single process trained on at that step.
             assert not set(first) & set(second), f"{layout} step {step}: both ranks trained on the same example"
             assert sorted(first + second) == sorted(single_steps[step]["rank0"]["examples"]), f"{layout} {step}"
-        assert losses(output_dir) == pytest.approx(losses(single_dir), abs=tolerance), layout
+        assert logged_losses(output_dir) == pytest.approx(logged_losses(single_dir), abs=tolerance), layout
         single, multi = saved_weights(single_dir), saved_weights(output_dir)
         assert single.keys() == multi.keys() and single
         for key, tensor in single.items():
             assert multi[key].shape == tensor.shape, key  # ZeRO-3 saved the gathered tensor, not a shard
             assert (multi[key] - tensor).abs().max() <= weight_tolerance, (layout, key)
-        if "lora" in stage:
+        if "lora" in case:
             assert all(tensor.abs().sum() > 0 for key, tensor in multi.items() if "lora_B" in key)
 
-    if stage.startswith("dpo"):
+    if stage == "dpo":
         # The reference: a copy prepared by DeepSpeed for full DPO, none (the adapter disabled) for LoRA.
         reference = {r["reference"] for ranks in outputs["zero3"][1].values() for r in ranks.values()}
-        assert reference == ({None} if "lora" in stage else {"DeepSpeedEngine"})
+        assert reference == ({None} if "lora" in case else {"DeepSpeedEngine"})
 
     reload = run("-c", RELOAD, stage, str(single_dir), str(outputs["zero3"][0]), timeout=300)
     assert reload.returncode == 0, reload.stderr[-3000:]
@@ -161,7 +126,7 @@ def test_ddp_and_zero3_train_what_one_process_trains(stage, tiny_world, tmp_path
 def test_a_launch_whose_trainer_sees_one_process_stops(tiny_world, tmp_path):
     """Without the CPU switch, transformers gives each of two DDP processes a world of one: each would train a full
     copy on all the data. The world-size check stops it before any training."""
-    result, probe_dir = launch("ddp", "sft", tiny_world, tmp_path / "out", probe_env={"PROBE_KEEP_CPU_SWITCH": "0"})
+    result, probe_dir = launch("ddp", "sft", tiny_world, tmp_path / "out", extra_env={"PROBE_KEEP_CPU_SWITCH": "0"})
     assert result.returncode != 0
     assert "2 processes were launched (WORLD_SIZE=2) but the trainer sees a world of 1" in result.stderr
     assert not list(probe_dir.glob("rank*.jsonl")), "a training step ran"

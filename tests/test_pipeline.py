@@ -1,4 +1,4 @@
-"""The pipeline runner: stages in order, finished ones skipped, a failure stops it naming the stage."""
+"""The pipeline runner: stages in order, finished ones reported complete, a failure stops it naming the stage."""
 
 import json
 import sys
@@ -11,18 +11,21 @@ from alignment.pipeline import PipelineConfig, run_pipeline
 
 from .conftest import REPO
 
-# A stand-in stage script: records that it ran, then finishes its run as `save_and_card` does (model card last).
+# A stand-in stage script: exits 0 when its run is finished (as `check_output_dir` does for the same recipe), else
+# records that it ran and finishes its run as `save_and_card` does (finish mark last).
 FAKE_STAGE = """
 import sys, pathlib, yaml
 recipe = yaml.safe_load(open(sys.argv[1]))
 out = pathlib.Path(recipe["output_dir"])
+if (out / "run_finished.json").is_file():
+    sys.exit(0)
 if recipe.get("fail"):
     sys.exit(3)
 out.mkdir(parents=True, exist_ok=True)
 with open(recipe["journal"], "a") as journal:
     journal.write(recipe["name"] + "\\n")
 (out / "resolved_config.yaml").write_text("x: 1\\n")
-(out / "README.md").write_text("card")
+(out / "run_finished.json").write_text("{}")
 """
 
 
@@ -40,22 +43,22 @@ def make_stage(tmp_path, name: str, **extra) -> dict:
     return {"recipe": str(recipe), "script": str(script)}
 
 
-def test_stages_run_in_order_and_finished_ones_are_skipped(tmp_path):
+def test_stages_run_in_order_and_finished_ones_are_not_retrained(tmp_path):
     config = PipelineConfig(stages=[make_stage(tmp_path, "sft"), make_stage(tmp_path, "dpo")], launcher=sys.executable)
     first = run_pipeline(config)
     assert [(r["stage"], r["status"]) for r in first] == [("sft", "trained"), ("dpo", "trained")]
     assert (tmp_path / "journal").read_text().split() == ["sft", "dpo"]
 
-    # The second stage's run was lost (no model card): only it runs again.
-    (tmp_path / "out" / "dpo" / "README.md").unlink()
+    # The second stage's run was cut off before its end (no finish mark): only it runs again.
+    (tmp_path / "out" / "dpo" / "run_finished.json").unlink()
     second = run_pipeline(config)
-    assert [(r["stage"], r["status"]) for r in second] == [("sft", "skipped"), ("dpo", "trained")]
+    assert [(r["stage"], r["status"]) for r in second] == [("sft", "complete"), ("dpo", "trained")]
     assert (tmp_path / "journal").read_text().split() == ["sft", "dpo", "dpo"]
 
 
 def test_a_failing_stage_stops_the_pipeline_naming_it(tmp_path):
     stages = [make_stage(tmp_path, "sft", fail=True), make_stage(tmp_path, "dpo")]
-    with pytest.raises(RuntimeError, match=r"Stage sft failed \(exit 3\).*resumes from its last checkpoint"):
+    with pytest.raises(RuntimeError, match=r"Stage sft failed \(exit 3\).*resumes from its last complete checkpoint"):
         run_pipeline(PipelineConfig(stages=stages, launcher=sys.executable))
     assert not (tmp_path / "journal").exists()
 

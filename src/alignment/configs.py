@@ -103,6 +103,13 @@ class ModelArguments(trl.ModelConfig):
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Tokenizer to load, when it differs from `model_name_or_path`."}
     )
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Load weights stored as pickle (`pytorch_model.bin`, `adapter_model.bin`, `value_head.pth`) when "
+            "no safetensors file exists. Off, such a model is refused: unpickling runs code from the file."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,6 +120,25 @@ class ModelArguments(trl.ModelConfig):
                 "`load_in_4bit`/`load_in_8bit` quantize the frozen base model and train only LoRA adapters: "
                 "set `use_peft: true` as well."
             )
+
+
+@dataclass
+class OutputDirArguments:
+    """Mixed into every stage's trainer config: what a run may do with an `output_dir` that holds another run.
+
+    transformers 5 dropped its `overwrite_output_dir` (which never stopped a second run from writing over a finished
+    model anyway); the handbook's field of that name is the one way to replace a finished run or another recipe's
+    checkpoints (see `alignment.reliability.check_output_dir`), so old recipes that carry it parse again.
+    """
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace what `output_dir` holds: a finished model, or checkpoints of a run with another recipe "
+            "(deleted first). Off, such a run is refused naming the keys that differ; the same recipe run again on "
+            "its finished output reports it complete and exits 0."
+        },
+    )
 
 
 def _use_cpu_without_accelerator(config) -> None:
@@ -141,7 +167,7 @@ def _refuse_overridden_trl_fields(config) -> None:
 
 
 @dataclass
-class SFTConfig(trl.SFTConfig):
+class SFTConfig(trl.SFTConfig, OutputDirArguments):
     """TRL's `SFTConfig`. The dataset reaches TRL already tokenized with its loss mask (`alignment.templates`), so
     TRL's own template switches are refused rather than silently ignored."""
 

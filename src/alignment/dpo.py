@@ -39,7 +39,12 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.trainer import dpo_trainer as trl_dpo_trainer
 
-from alignment.configs import ModelArguments, _refuse_overridden_trl_fields, _use_cpu_without_accelerator
+from alignment.configs import (
+    ModelArguments,
+    OutputDirArguments,
+    _refuse_overridden_trl_fields,
+    _use_cpu_without_accelerator,
+)
 from alignment.model_utils import load_model, match_embeddings_to_tokenizer
 from alignment.preference_losses import (
     OUR_LOSS_TYPES,
@@ -50,6 +55,7 @@ from alignment.preference_losses import (
     simpo_loss,
 )
 from alignment.preferences import render_pair
+from alignment.reliability import CrashSafeTrainerMixin
 from alignment.templates import ChatTemplateError
 
 logger = logging.getLogger(__name__)
@@ -77,7 +83,7 @@ REWARD_METRIC_PREFIX = "rewards/"
 
 
 @dataclass
-class DPOConfig(trl.DPOConfig):
+class DPOConfig(trl.DPOConfig, OutputDirArguments):
     """TRL's `DPOConfig` plus what the Zephyr recipe and LLaMA-Factory's DPO workflow need and TRL 1.16 dropped.
 
     `loss_type` is one loss, or several of TRL's combined with `loss_weights` (MPO). `pref_ftx` is the one knob for
@@ -370,7 +376,7 @@ def _no_reference_model_loaded():
         yield
 
 
-class PreferenceTrainer(trl.DPOTrainer):
+class PreferenceTrainer(CrashSafeTrainerMixin, trl.DPOTrainer):
     """TRL's `DPOTrainer` on already tokenized pairs (`tokenize_preferences`), with the handbook's additions:
 
     * `orpo`, `simpo`, `kto_pair` and conservative DPO, computed by `alignment.preference_losses` (TRL computes the

@@ -32,7 +32,7 @@ def generate_replies(
 ) -> list[str]:
     """Greedy replies of the policy in `model_dir` to each prompt (a list of messages ending with a user turn)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
     tokenizer.padding_side = "left"  # all prompts of a batch end at the same position, where generation starts
     replies = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=f"Generating with {model_dir}", leave=False):

@@ -40,9 +40,17 @@ def load_tokenizer(model_args: ModelArguments, *, trust_remote_code: bool = Fals
     local_adapter = Path(source).is_dir() and is_adapter_folder(source)
     if local_adapter and not (Path(source) / "tokenizer_config.json").is_file():
         source = PeftConfig.from_pretrained(source).base_model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(
-        source, revision=model_args.model_revision, trust_remote_code=trust_remote_code
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+        )
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ValueError(
+            f"The tokenizer of {source} needs code from its repository. Set `trust_remote_code: true` in the "
+            "recipe only if you trust that code."
+        ) from err
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"The tokenizer of {source} has neither a pad token nor an EOS token to pad with.")
@@ -61,6 +69,43 @@ def _check_quantization_possible(model_args: ModelArguments) -> None:
         )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise RuntimeError("`load_in_4bit`/`load_in_8bit` needs bitsandbytes: `pip install -e '.[gpu]'`.")
+
+
+PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".ckpt")
+
+
+def refuse_pickle_only_weights(folder: str | Path, *, allow_pickle_weights: bool) -> None:
+    """Stop before loading a local model folder whose weights exist only as pickle files, unless the recipe allows
+    it: unpickling runs whatever code the file holds. Hub models are held to the same rule by `use_safetensors`."""
+    folder = Path(folder)
+    if allow_pickle_weights or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(path.name for path in folder.iterdir() if path.suffix in PICKLE_SUFFIXES)
+    if pickled and pickled != ["training_args.bin"]:
+        raise ValueError(
+            f"{folder} holds its weights only as pickle files ({', '.join(pickled)}), which can run arbitrary code "
+            "when loaded. Convert them to safetensors, or set `allow_pickle_weights: true` if you trust the source."
+        )
+
+
+def _from_pretrained(model_class: type, source: str, *, allow_pickle_weights: bool, **kwargs) -> PreTrainedModel:
+    """`model_class.from_pretrained`, safetensors only unless pickle is allowed, with the recipe keys named in the
+    errors a user can fix."""
+    refuse_pickle_only_weights(source, allow_pickle_weights=allow_pickle_weights)
+    try:
+        return model_class.from_pretrained(source, use_safetensors=None if allow_pickle_weights else True, **kwargs)
+    except (OSError, ValueError) as err:
+        if "trust_remote_code" in str(err):
+            raise ValueError(
+                f"{source} needs code from its repository to load (a custom architecture). Set "
+                "`trust_remote_code: true` in the recipe only if you trust that code."
+            ) from err
+        if "safetensors" in str(err).lower() and not allow_pickle_weights:
+            raise ValueError(
+                f"{source} has no safetensors weights ({err}). Set `allow_pickle_weights: true` to load pickle "
+                "weights if you trust the source."
+            ) from err
+        raise
 
 
 def load_model(
@@ -96,11 +141,15 @@ def load_model(
         logger.info(
             "%s is a LoRA adapter: merging it into its base %s", source, adapter_config.base_model_name_or_path
         )
-        base = model_class.from_pretrained(adapter_config.base_model_name_or_path, **kwargs)
+        allow = model_args.allow_pickle_weights
+        base = _from_pretrained(
+            model_class, adapter_config.base_model_name_or_path, allow_pickle_weights=allow, **kwargs
+        )
+        refuse_pickle_only_weights(source, allow_pickle_weights=allow)
         model = PeftModel.from_pretrained(base, source).merge_and_unload()
         model.config.name_or_path = source
         return model
-    return model_class.from_pretrained(source, **kwargs)
+    return _from_pretrained(model_class, source, allow_pickle_weights=model_args.allow_pickle_weights, **kwargs)
 
 
 def match_embeddings_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

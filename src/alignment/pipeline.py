@@ -2,9 +2,10 @@
 
 A pipeline recipe lists stages; each stage is a stage script (`scripts/run_<stage>.py`, from the recipe's folder
 name) with a recipe and optional overrides. Stages run in order as separate processes, so each gets a fresh
-interpreter and exactly the behaviour of a manual run (logging, resolved config, resume). A stage whose
-`output_dir` holds a finished run (the model card is written last, see `run_utils.save_and_card`) is skipped; an
-interrupted one is started again and resumes from its newest checkpoint on its own.
+interpreter and exactly the behaviour of a manual run (logging, resolved config, resume). Every stage is started:
+one whose `output_dir` holds a run finished with the same recipe reports it complete and exits 0, one finished with
+another recipe stops the pipeline naming the keys that differ (`alignment.reliability.check_output_dir`), and an
+interrupted one resumes from its newest complete checkpoint on its own.
 
     stages:
       - recipe: recipes/tiny/sft/config.yaml
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.parser import RecipeError, RecipeParser
-from alignment.run_utils import is_finished
+from alignment.reliability import is_finished
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +91,7 @@ def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
     for stage in config.stages:
         name = Path(stage["recipe"]).parent.name
         output_dir = stage_output_dir(stage)
-        if is_finished(output_dir):
-            logger.info("Stage %s: already complete in %s, skipped", name, output_dir)
-            records.append({"stage": name, "output_dir": output_dir, "status": "skipped", "seconds": 0.0})
-            continue
+        was_finished = is_finished(output_dir)
         command = [*shlex.split(config.launcher), stage["script"], stage["recipe"], *map(str, stage["overrides"])]
         logger.info("Stage %s: %s", name, shlex.join(command))
         start = time.perf_counter()
@@ -102,9 +100,10 @@ def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
         if result.returncode != 0:
             raise RuntimeError(
                 f"Stage {name} failed (exit {result.returncode}) after {seconds:.0f} s; its log is above. Fix the "
-                f"cause and run the pipeline again: finished stages are skipped and {name} resumes from its last "
-                "checkpoint."
+                f"cause and run the pipeline again: finished stages are not retrained and {name} resumes from its "
+                "last complete checkpoint."
             )
-        records.append({"stage": name, "output_dir": output_dir, "status": "trained", "seconds": seconds})
+        status = "complete" if was_finished else "trained"
+        records.append({"stage": name, "output_dir": output_dir, "status": status, "seconds": seconds})
         logger.info("Stage %s: done in %.0f s", name, seconds)
     return records

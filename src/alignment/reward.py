@@ -45,10 +45,16 @@ from trl import RewardTrainer
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
 from alignment.chat_data import padding_fraction
-from alignment.configs import ModelArguments, _refuse_overridden_trl_fields, _use_cpu_without_accelerator
+from alignment.configs import (
+    ModelArguments,
+    OutputDirArguments,
+    _refuse_overridden_trl_fields,
+    _use_cpu_without_accelerator,
+)
 from alignment.data import RowProblem, conversation_problem
 from alignment.model_utils import is_adapter_folder
 from alignment.preferences import preference_row_problem, render_pair
+from alignment.reliability import CrashSafeTrainerMixin
 from alignment.templates import split_prompt_completion
 
 logger = logging.getLogger(__name__)
@@ -64,7 +70,7 @@ REWARD_STATISTICS = (
 
 
 @dataclass
-class RewardConfig(trl.RewardConfig):
+class RewardConfig(trl.RewardConfig, OutputDirArguments):
     """TRL's `RewardConfig`. The handbook tokenizes pairs itself (`tokenize_pairs`) and loads the model itself
     (`alignment.model_utils.load_model`), so TRL's switches for those jobs are refused rather than silently ignored.
 
@@ -267,7 +273,7 @@ def reward_statistics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str,
     }
 
 
-class PairwiseRewardTrainer(RewardTrainer):
+class PairwiseRewardTrainer(CrashSafeTrainerMixin, RewardTrainer):
     """TRL's `RewardTrainer` (model set-up, pair collator, loss, centering, saving) with length-grouped pair batches
     and exact reward statistics in every train and eval log."""
 
@@ -342,10 +348,12 @@ def load_reward_model(model_path: str, *, dtype: torch.dtype = torch.float32):
     if is_adapter_folder(model_path):
         base_path = PeftConfig.from_pretrained(model_path).base_model_name_or_path
         with suppress_seqcls_warning():
-            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=dtype)
+            base = AutoModelForSequenceClassification.from_pretrained(
+                base_path, num_labels=1, dtype=dtype, use_safetensors=True
+            )
         model = PeftModel.from_pretrained(base, model_path)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=dtype)
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=dtype, use_safetensors=True)
     if model.config.num_labels != 1:
         raise ValueError(f"{model_path} has {model.config.num_labels} outputs; a reward model has exactly one.")
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id

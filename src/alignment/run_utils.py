@@ -14,16 +14,20 @@ import datasets
 import transformers
 import yaml
 from transformers import PreTrainedTokenizerBase, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from alignment.model_utils import load_tokenizer
 from alignment.parser import RecipeParser
 from alignment.plots import plot_log_history
+from alignment.reliability import (
+    RESOLVED_CONFIG_NAME,
+    check_output_dir,
+    checkpoint_problem,
+    last_complete_checkpoint,
+    mark_finished,
+)
 from alignment.templates import set_chat_template
 
 logger = logging.getLogger("alignment")
-
-RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 
 
 def start_run(
@@ -34,7 +38,9 @@ def start_run(
     model_args, data_args, training_args = RecipeParser(dataclass_types).parse(argv)
     setup_logging(training_args)
     check_world_size(training_args)
-    log_and_save_resolved_config(training_args, model_args, data_args, training_args)
+    resolved = resolved_config(model_args, data_args, training_args)
+    check_output_dir(training_args.output_dir, resolved, overwrite=training_args.overwrite_output_dir)
+    log_and_save_resolved_config(training_args, resolved)
     tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
     set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
     return (model_args, data_args, training_args), tokenizer
@@ -110,32 +116,34 @@ def resolved_config(*configs: Any) -> dict[str, Any]:
     return resolved
 
 
-def log_and_save_resolved_config(training_args: TrainingArguments, *configs: Any) -> dict[str, Any]:
+def log_and_save_resolved_config(training_args: TrainingArguments, resolved: dict[str, Any]) -> None:
     """Log the resolved config on rank 0 and write it to `output_dir/resolved_config.yaml`."""
-    resolved = resolved_config(*configs)
     if training_args.process_index == 0:
         text = yaml.safe_dump(resolved, sort_keys=True)
         logger.info("Resolved config:\n%s", text)
         os.makedirs(training_args.output_dir, exist_ok=True)
         Path(training_args.output_dir, RESOLVED_CONFIG_NAME).write_text(text, encoding="utf-8")
-    return resolved
 
 
-def last_checkpoint(training_args: TrainingArguments) -> str | None:
-    """The checkpoint to resume from: the newest `checkpoint-N` in `output_dir`, logged when found."""
-    if not os.path.isdir(training_args.output_dir):
-        return None
-    checkpoint = get_last_checkpoint(training_args.output_dir)
+def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
+    """`resume_from_checkpoint` when the recipe names one (refused unless complete), else the newest complete
+    checkpoint in `output_dir`; logged when found."""
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is not None:
+        problem = checkpoint_problem(checkpoint)
+        if problem is not None:
+            raise ValueError(f"`resume_from_checkpoint: {checkpoint}` cannot be resumed from: {problem}.")
+    else:
+        checkpoint = last_complete_checkpoint(training_args.output_dir)
     if checkpoint is not None:
         logger.info("Resuming from %s", checkpoint)
     return checkpoint
 
 
 def train_and_evaluate(trainer) -> None:
-    """Train (resuming from `resume_from_checkpoint` or the newest checkpoint in `output_dir`), then evaluate on the
-    held-out split when the trainer has one; log and save the metrics and the trainer state."""
-    checkpoint = trainer.args.resume_from_checkpoint or last_checkpoint(trainer.args)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    """Train (resuming from `resume_from_checkpoint` or the newest complete checkpoint in `output_dir`), then evaluate
+    on the held-out split when the trainer has one; log and save the metrics and the trainer state."""
+    result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(trainer.args))
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
@@ -143,12 +151,6 @@ def train_and_evaluate(trainer) -> None:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
-
-
-def is_finished(output_dir: str | Path) -> bool:
-    """True when `output_dir` holds a finished run: its model card, which `save_and_card` writes last, and its
-    resolved config."""
-    return Path(output_dir, "README.md").is_file() and Path(output_dir, RESOLVED_CONFIG_NAME).is_file()
 
 
 def set_generation_eos(model, tokenizer: PreTrainedTokenizerBase, end_of_turn_ids: list[int]) -> None:
@@ -163,8 +165,8 @@ def set_generation_eos(model, tokenizer: PreTrainedTokenizerBase, end_of_turn_id
 
 
 def save_and_card(trainer, *, dataset_names: list[str], tags: list[str]) -> None:
-    """Save model, tokenizer (with its chat template) and generation config, plots of the logged curves, and last
-    the model card, whose presence marks the run finished (`is_finished`). Files are written on rank 0."""
+    """Save model, tokenizer (with its chat template) and generation config, plots of the logged curves and the
+    model card, then mark the run finished (`alignment.reliability.mark_finished`). Files are written on rank 0."""
     trainer.save_model(trainer.args.output_dir)
     if trainer.is_world_process_zero():
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
@@ -172,4 +174,5 @@ def save_and_card(trainer, *, dataset_names: list[str], tags: list[str]) -> None
             unwrapped.generation_config.save_pretrained(trainer.args.output_dir)
         plot_log_history(trainer.state.log_history, trainer.args.output_dir)
         trainer.create_model_card(dataset_name=", ".join(dataset_names), tags=["alignment-handbook", *tags])
+        mark_finished(trainer.args.output_dir, trainer.state.global_step)
         logger.info("Saved model, tokenizer, generation config and model card to %s", trainer.args.output_dir)

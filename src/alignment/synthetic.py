@@ -284,7 +284,7 @@ def evaluate(model_dirs: dict[str, str], data_path: str) -> dict[str, dict[str, 
     results = {}
     for name, model_dir in model_dirs.items():
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
         results[name] = {
             "held_out_loss": held_out_loss(model, tokenizer, rows),
             "accuracy": arithmetic_accuracy(model, tokenizer, rows),

@@ -68,21 +68,28 @@ from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, Train
 from transformers.trainer import TRAINING_ARGS_NAME
 from trl import get_peft_config
 
-from alignment.configs import ModelArguments, _refuse_overridden_trl_fields, _use_cpu_without_accelerator
+from alignment.configs import (
+    ModelArguments,
+    OutputDirArguments,
+    _refuse_overridden_trl_fields,
+    _use_cpu_without_accelerator,
+)
 from alignment.data import RowProblem, conversation_problem
 from alignment.model_utils import load_model, match_embeddings_to_tokenizer
+from alignment.reliability import CrashSafeTrainerMixin
 from alignment.templates import IGNORE_INDEX, render_prompt
 
 logger = logging.getLogger(__name__)
 
 Q_IGNORE = float(IGNORE_INDEX)
 VALUE_HEAD_NAME = "value_head.safetensors"
+PICKLED_VALUE_HEAD_NAME = "value_head.pth"
 # Makes an empty set of Q positions give a value loss of 0 instead of 0/0 (the authors' constant).
 VALUE_LOSS_EPS = 1e-3
 
 
 @dataclass
-class ValueConfig(TrainingArguments):
+class ValueConfig(TrainingArguments, OutputDirArguments):
     """`transformers.TrainingArguments` plus the value stage's fields.
 
     Not TRL's `SFTConfig`: the value trainer is a `Trainer` subclass with its own tokenization, collator and loss, so
@@ -470,14 +477,35 @@ def _hidden_size(body: nn.Module) -> int:
     return config.hidden_size
 
 
-def load_value_head(path: str | Path, hidden_size: int, dtype: torch.dtype = torch.float32) -> ValueHead:
-    """Read `path/value_head.safetensors` into a `ValueHead`, checking its width against the body's."""
-    state = load_file(str(Path(path) / VALUE_HEAD_NAME))
+def has_value_head(path: str | Path) -> bool:
+    """True when `path` holds a value head, as safetensors or as a pickle (`value_head.pth`)."""
+    return (Path(path) / VALUE_HEAD_NAME).is_file() or (Path(path) / PICKLED_VALUE_HEAD_NAME).is_file()
+
+
+def load_value_head(
+    path: str | Path, hidden_size: int, dtype: torch.dtype = torch.float32, *, allow_pickle_weights: bool = False
+) -> ValueHead:
+    """Read `path/value_head.safetensors` into a `ValueHead`, checking its width against the body's.
+
+    A `value_head.pth` alone (older value-model code saves one) is read only with `allow_pickle_weights`, and then
+    as tensors only (`weights_only=True`)."""
+    file = Path(path) / VALUE_HEAD_NAME
+    if file.is_file():
+        state = load_file(str(file))
+    elif (Path(path) / PICKLED_VALUE_HEAD_NAME).is_file():
+        file = Path(path) / PICKLED_VALUE_HEAD_NAME
+        if not allow_pickle_weights:
+            raise ValueError(
+                f"{file} is a pickle, which can run arbitrary code when loaded, and {path} has no {VALUE_HEAD_NAME}. "
+                "Set `allow_pickle_weights: true` if you trust the source."
+            )
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"No {VALUE_HEAD_NAME} in {path}: not the output of scripts/run_value.py.")
     if set(state) != {"weight", "bias"} or tuple(state["weight"].shape) != (1, hidden_size):
         shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
         raise ValueError(
-            f"{Path(path) / VALUE_HEAD_NAME} holds {shapes}; a value head for this model needs weight (1, "
-            f"{hidden_size}) and bias (1,)."
+            f"{file} holds {shapes}; a value head for this model needs weight (1, {hidden_size}) and bias (1,)."
         )
     head = ValueHead(hidden_size, dtype=dtype)
     head.load_state_dict(state)
@@ -514,9 +542,11 @@ def build_value_model(
     head_dtype = body.dtype if zero3 and body.dtype in (torch.bfloat16, torch.float16) else torch.float32
     hidden_size = _hidden_size(body)
     source = Path(model_args.model_name_or_path)
-    if (source / VALUE_HEAD_NAME).is_file():
-        logger.info("Value head: continuing from %s", source / VALUE_HEAD_NAME)
-        head = load_value_head(source, hidden_size, dtype=head_dtype)
+    if has_value_head(source):
+        logger.info("Value head: continuing from %s", source)
+        head = load_value_head(
+            source, hidden_size, dtype=head_dtype, allow_pickle_weights=model_args.allow_pickle_weights
+        )
     else:
         logger.info("Value head: new, %d inputs, stored in %s", hidden_size, head_dtype)
         head = ValueHead(hidden_size, dtype=head_dtype, seed=training_args.seed)
@@ -543,13 +573,16 @@ def save_value_model(model: ValueModel, output_dir: str | Path, state_dict: dict
     save_file(head, str(Path(output_dir) / VALUE_HEAD_NAME), metadata={"format": "pt"})
 
 
-def load_value_model(path: str | Path, *, dtype: str = "float32") -> ValueModel:
+def load_value_model(path: str | Path, *, dtype: str = "float32", allow_pickle_weights: bool = False) -> ValueModel:
     """A trained value model from `path` (full weights or a LoRA adapter merged into its base, plus the head), in
     eval mode. The tokenizer, with its chat template, is in the same folder."""
-    if not (Path(path) / VALUE_HEAD_NAME).is_file():
+    if not has_value_head(path):
         raise FileNotFoundError(f"No {VALUE_HEAD_NAME} in {path}: not the output of scripts/run_value.py.")
-    body = load_model(ModelArguments(model_name_or_path=str(path), dtype=dtype))
-    return ValueModel(body, load_value_head(path, _hidden_size(body))).eval()
+    body = load_model(
+        ModelArguments(model_name_or_path=str(path), dtype=dtype, allow_pickle_weights=allow_pickle_weights)
+    )
+    head = load_value_head(path, _hidden_size(body), allow_pickle_weights=allow_pickle_weights)
+    return ValueModel(body, head).eval()
 
 
 # Loss and metrics
@@ -640,7 +673,7 @@ def compute_value_metrics(prediction: EvalPrediction) -> dict[str, float]:
 # Trainer
 
 
-class ValueTrainer(Trainer):
+class ValueTrainer(CrashSafeTrainerMixin, Trainer):
     """`Trainer` with the joint loss, value metrics, and saving/loading of the value head beside the body.
 
     Logged per step: `sft_loss` and `value_loss` (means over the micro-batches since the last log, across

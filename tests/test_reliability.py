@@ -1,0 +1,126 @@
+"""Crash safety, end to end: a run killed with SIGKILL and started again ends exactly as if never interrupted,
+checkpoints cut off mid-write are skipped, finished outputs are never overwritten, and a diverged run stops without
+saving NaN weights. Each run goes through `tests/_launch_probe.py`, which records the examples of every step and
+kills the process at a chosen moment."""
+
+import shutil
+import signal
+
+import pytest
+import torch
+
+from alignment.reliability import MANIFEST_NAME
+
+from .conftest import logged_losses, probe_records, run_stage, saved_weights
+
+pytestmark = pytest.mark.slow
+
+STAGES = ("sft", "dpo", "rm", "value")
+# 8 steps of batch 8, a complete checkpoint every 2 steps.
+RUN = [
+    *["--max_steps", "8", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--eval_strategy", "no"],
+    *["--eval_on_start", "false", "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "3"],
+]
+KILLED = -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_world, tmp_path_factory):
+    """stage -> (output_dir, probe records) of a run never interrupted, computed once per stage."""
+    runs = {}
+
+    def get(stage: str):
+        if stage not in runs:
+            output_dir = tmp_path_factory.mktemp(f"{stage}_uninterrupted") / "out"
+            result, probe_dir = run_stage(stage, tiny_world, output_dir, *RUN)
+            assert result.returncode == 0, result.stderr[-3000:]
+            runs[stage] = output_dir, probe_records(probe_dir)
+        return runs[stage]
+
+    return get
+
+
+def assert_same_run(output_dir, probe_dir, expected_dir, expected_steps):
+    """Same examples at every step (none twice, none skipped), same logged losses, same final weights."""
+    steps = probe_records(probe_dir)
+    assert sorted(steps) == sorted(expected_steps)
+    for step, ranks in steps.items():
+        assert ranks["rank0"]["examples"] == expected_steps[step]["rank0"]["examples"], f"step {step}"
+    assert logged_losses(output_dir) == logged_losses(expected_dir)
+    resumed, expected = saved_weights(output_dir), saved_weights(expected_dir)
+    assert resumed.keys() == expected.keys() and expected
+    assert max((resumed[key] - tensor).abs().max().item() for key, tensor in expected.items()) == 0.0
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_run_killed_after_its_second_checkpoint_resumes_to_the_same_weights(
+    stage, tiny_world, tmp_path, uninterrupted
+):
+    expected_dir, expected_steps = uninterrupted(stage)
+    output_dir = tmp_path / "out"
+    killed, probe_dir = run_stage(stage, tiny_world, output_dir, *RUN, extra_env={"PROBE_KILL_AFTER_CHECKPOINTS": "2"})
+    assert killed.returncode == KILLED, killed.stderr[-3000:]
+    assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+    resumed, _ = run_stage(stage, tiny_world, output_dir, *RUN)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {output_dir / 'checkpoint-4'}" in resumed.stdout
+    assert_same_run(output_dir, probe_dir, expected_dir, expected_steps)
+
+
+def test_checkpoints_cut_off_or_truncated_are_skipped_never_loaded(tiny_world, tmp_path, uninterrupted):
+    expected_dir, expected_steps = uninterrupted("sft")
+    output_dir = tmp_path / "out"
+    killed, probe_dir = run_stage("sft", tiny_world, output_dir, *RUN, extra_env={"PROBE_KILL_IN_CHECKPOINT": "3"})
+    assert killed.returncode == KILLED
+    assert not (output_dir / "checkpoint-6" / MANIFEST_NAME).exists()  # killed while writing it
+    weights = output_dir / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # and one cut by hand
+
+    another_recipe, _ = run_stage("sft", tiny_world, output_dir, *RUN, "--learning_rate", "1e-4")
+    assert another_recipe.returncode != 0
+    assert "holds checkpoints (checkpoint-6 newest) of another recipe" in another_recipe.stderr
+    assert "learning_rate: 0.003 there, 0.0001 now" in another_recipe.stderr
+
+    resumed, _ = run_stage("sft", tiny_world, output_dir, *RUN)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Skipping {output_dir / 'checkpoint-6'}: no {MANIFEST_NAME}" in resumed.stdout
+    assert f"Skipping {output_dir / 'checkpoint-4'}: model.safetensors has" in resumed.stdout
+    assert f"Resuming from {output_dir / 'checkpoint-2'}" in resumed.stdout
+    assert_same_run(output_dir, probe_dir, expected_dir, expected_steps)
+
+
+def test_a_finished_output_is_reported_complete_refused_or_overwritten(tiny_world, tmp_path, uninterrupted):
+    expected_dir, _ = uninterrupted("sft")
+    output_dir = tmp_path / "out"
+    shutil.copytree(expected_dir, output_dir)
+    weights = output_dir / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+
+    same, _ = run_stage("sft", tiny_world, output_dir, *RUN)
+    assert same.returncode == 0
+    assert f"{output_dir} already holds this stage, finished with the same recipe: nothing to do" in same.stdout
+    other, _ = run_stage("sft", tiny_world, output_dir, *RUN, "--max_steps", "4")
+    assert other.returncode != 0
+    assert f"{output_dir} holds a finished model of another recipe" in other.stderr
+    assert "max_steps: 8 there, 4 now" in other.stderr and "overwrite_output_dir: true" in other.stderr
+    assert weights.stat().st_mtime_ns == before
+
+    overwritten, _ = run_stage(
+        "sft", tiny_world, output_dir, *RUN, "--max_steps", "4", "--overwrite_output_dir", "true"
+    )
+    assert overwritten.returncode == 0, overwritten.stderr[-3000:]
+    assert "Resuming" not in overwritten.stdout  # the old run's checkpoints were removed, not resumed
+    assert len(logged_losses(output_dir)) == 4 and weights.stat().st_mtime_ns != before
+
+
+def test_a_diverging_run_stops_naming_the_step_and_saves_no_nan_weights(tiny_world, tmp_path):
+    output_dir = tmp_path / "out"
+    result, _ = run_stage("sft", tiny_world, output_dir, *RUN, "--learning_rate", "1e30")
+    assert result.returncode != 0
+    assert "NonFiniteLossError: The training loss became non-finite at step 4" in result.stderr
+    assert f"The last complete checkpoint is {output_dir / 'checkpoint-2'}" in result.stderr
+    assert "Likely cause: a learning rate too high for this model (`learning_rate: 1e+30`)" in result.stderr
+    assert not (output_dir / "model.safetensors").exists() and not (output_dir / "run_finished.json").exists()
+    for checkpoint in output_dir.glob("checkpoint-*"):
+        assert all(torch.isfinite(tensor).all() for tensor in saved_weights(checkpoint).values()), checkpoint
