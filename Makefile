@@ -41,12 +41,12 @@ test-quick: install
 	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow and not multiprocess"
 
 quality: install
-	$(VENV)/bin/ruff check src scripts tests
-	$(VENV)/bin/ruff format --check src scripts tests
+	$(VENV)/bin/ruff check src scripts tests benchmarks
+	$(VENV)/bin/ruff format --check src scripts tests benchmarks
 
 style: install
-	$(VENV)/bin/ruff check --fix src scripts tests
-	$(VENV)/bin/ruff format src scripts tests
+	$(VENV)/bin/ruff check --fix src scripts tests benchmarks
+	$(VENV)/bin/ruff format src scripts tests benchmarks
 
 clean:
 	rm -rf outputs $(TINY)

@@ -49,6 +49,10 @@ def main() -> None:
         for split in raw
     }
 
+    if training_args.padding_free and not training_args.packing:
+        # Every chat is already cut to `max_length` above; TRL refuses padding-free batches while it is still set.
+        training_args.max_length = None
+
     model = load_model(
         model_args,
         trust_remote_code=training_args.trust_remote_code,

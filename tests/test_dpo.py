@@ -23,6 +23,7 @@ from trl import get_peft_config
 from alignment.configs import ModelArguments
 from alignment.dpo import DPOConfig, PreferenceTrainer, load_reference_model, tokenize_preferences
 from alignment.model_utils import load_model
+from alignment.preferences import PairLengthGroupedSampler
 from alignment.synthetic import (
     answer_is_correct,
     arithmetic_rows,
@@ -199,10 +200,9 @@ def make_trainer(model_dir, data_rows, tmp_path, *, use_peft=False, max_length=1
         report_to="none",
         bf16=False,
         gradient_checkpointing=False,
-        per_device_train_batch_size=16,
         max_length=max_length,
         ref_logps_cache_dir=str(tmp_path / "cache"),
-        **config,
+        **{"per_device_train_batch_size": 16, **config},
     )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     data, _ = tokenize_preferences(
@@ -299,3 +299,28 @@ def test_tiny_recipe_starts_from_the_tiny_sft_output():
     recipe = yaml.safe_load((REPO / TINY_DPO).read_text())
     assert recipe["model_name_or_path"] == "outputs/tiny/sft"
     assert recipe["loss_type"] == "sigmoid" and recipe["pref_ftx"] > 0  # plain sigmoid reward-hacks (module doc)
+
+
+def test_group_by_length_groups_pairs_by_their_padded_width(tiny_world, few_rows, tmp_path):
+    trainer = make_trainer(
+        tiny_world / "base",
+        few_rows,
+        tmp_path,
+        train_sampling_strategy="group_by_length",
+        per_device_train_batch_size=4,
+    )
+    sampler = trainer._get_train_sampler()
+    data = trainer.train_dataset
+    widths = [
+        len(prompt) + max(len(chosen), len(rejected))
+        for prompt, chosen, rejected in zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"], strict=True)
+    ]
+    assert isinstance(sampler, PairLengthGroupedSampler) and sampler.lengths == widths and sampler.batch_size == 4
+    order = list(sampler)
+    assert sorted(order) == list(range(len(data)))  # every pair once per epoch
+    batches = [order[i : i + 4] for i in range(0, len(order), 4)]
+    padded = sum(4 * max(widths[i] for i in batch) - sum(widths[i] for i in batch) for batch in batches)
+    random_batches = [list(range(i, i + 4)) for i in range(0, len(order), 4)]
+    padded_random = sum(4 * max(widths[i] for i in b) - sum(widths[i] for i in b) for b in random_batches)
+    assert padded < padded_random
+    assert trainer._get_eval_sampler(data).lengths == widths  # evaluation groups too (transformers' own would fail)

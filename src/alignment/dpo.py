@@ -54,7 +54,7 @@ from alignment.preference_losses import (
     orpo_loss,
     simpo_loss,
 )
-from alignment.preferences import render_pair
+from alignment.preferences import PairLengthGroupedSampler, render_pair
 from alignment.reliability import CrashSafeTrainerMixin
 from alignment.templates import ChatTemplateError
 
@@ -363,6 +363,21 @@ def _token_ids_hash(dataset: Dataset) -> str:
     return digest.hexdigest()
 
 
+def _pair_widths(dataset: Dataset) -> list[int]:
+    """Each pair's width in a batch: its prompt plus its longer reply, what the collator pads both rows to."""
+    widths = []
+    for table in (
+        dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+        .with_format("arrow")
+        .iter(batch_size=10_000)
+    ):
+        reply = pc.max_element_wise(
+            pc.list_value_length(table["chosen_ids"]), pc.list_value_length(table["rejected_ids"])
+        )
+        widths.extend(pc.add(pc.list_value_length(table["prompt_ids"]), reply).to_pylist())
+    return widths
+
+
 @contextlib.contextmanager
 def _no_reference_model_loaded():
     """Stop `DPOTrainer.__init__` from loading a reference copy, which it does whenever none is given and neither
@@ -413,6 +428,25 @@ class PreferenceTrainer(CrashSafeTrainerMixin, trl.DPOTrainer):
                 "alignment.dpo.tokenize_preferences."
             )
         return dataset
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None):
+        """With `train_sampling_strategy: group_by_length`, pairs of similar width train together (`_pair_widths`),
+        grouped by the global batch, which the data loader then splits across processes: the same pairs per step on
+        any number of processes. transformers' own grouping reads an `input_ids` column these pairs do not have."""
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        args = self.args
+        global_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        return PairLengthGroupedSampler(_pair_widths(dataset), global_batch, self._sampler_seed())
+
+    def _get_eval_sampler(self, eval_dataset: Dataset):
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_eval_sampler(eval_dataset)
+        return PairLengthGroupedSampler(_pair_widths(eval_dataset), self.args.eval_batch_size, self._sampler_seed())
+
+    def _sampler_seed(self) -> int:
+        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
 
     def compute_ref_log_probs(self, model, inputs):
         self.reference_forward_passes += 1

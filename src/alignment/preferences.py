@@ -16,10 +16,14 @@ equals its rejected reply, is invalid (`preference_row_problem`, used as `load_m
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch.utils.data import Sampler
 from transformers import PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from alignment.data import RowProblem, conversation_problem
 from alignment.templates import ChatTemplateError, split_prompt_completion
@@ -103,3 +107,33 @@ def render_pair(tokenizer: PreTrainedTokenizerBase, row: dict) -> dict[str, str]
     if rejected_prompt_text != prompt_text:
         raise ChatTemplateError("The chat template renders the same prompt differently for chosen and rejected.")
     return {"prompt": prompt_text, "chosen": chosen_text, "rejected": rejected_text}
+
+
+class PairLengthGroupedSampler(Sampler[int]):
+    """Pair indices grouped so that each run of `batch_size` holds pairs of similar length, reshuffled every epoch.
+
+    A pair's length is `max(len(chosen), len(rejected))`: the width the pair collator pads both rows to. Grouping is
+    transformers' (`get_length_grouped_indices`: a random permutation cut into mega-batches of 50 batches, each sorted
+    by length, the longest batch first), driven by a generator seeded with `seed + epoch`, so an epoch's order is the
+    same on every run, every process and after a resume. Every pair appears exactly once per epoch, chosen and
+    rejected always in the same batch.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer at each epoch start: the next iteration uses the generator seeded `seed + epoch`."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import numbers
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
@@ -40,7 +40,6 @@ from datasets import Dataset
 from peft import PeftConfig, PeftModel
 from torch.utils.data import Sampler
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import get_length_grouped_indices
 from trl import RewardTrainer
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
@@ -53,7 +52,7 @@ from alignment.configs import (
 )
 from alignment.data import RowProblem, conversation_problem
 from alignment.model_utils import is_adapter_folder
-from alignment.preferences import preference_row_problem, render_pair
+from alignment.preferences import PairLengthGroupedSampler, preference_row_problem, render_pair
 from alignment.reliability import CrashSafeTrainerMixin
 from alignment.templates import split_prompt_completion
 
@@ -227,36 +226,6 @@ def pair_padding_fraction(chosen: Sequence[int], rejected: Sequence[int], order:
     batch: each batch holds 2 x `batch_size` rows all padded to its longest chosen or rejected sequence."""
     interleaved = [length for i in order for length in (chosen[i], rejected[i])]
     return padding_fraction(interleaved, 2 * batch_size)
-
-
-class PairLengthGroupedSampler(Sampler[int]):
-    """Pair indices grouped so that each run of `batch_size` holds pairs of similar length, reshuffled every epoch.
-
-    A pair's length is `max(len(chosen), len(rejected))`: the width the pair collator pads both rows to. Grouping is
-    transformers' (`get_length_grouped_indices`: a random permutation cut into mega-batches of 50 batches, each sorted
-    by length, the longest batch first), driven by a generator seeded with `seed + epoch`, so an epoch's order is the
-    same on every run, every process and after a resume. Every pair appears exactly once per epoch, chosen and
-    rejected always in the same batch.
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by the trainer at each epoch start: the next iteration uses the generator seeded `seed + epoch`."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 def reward_statistics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:

@@ -1,0 +1,150 @@
+"""The benchmark harness's pure pieces (`benchmarks/`): token counting and padding on hand-made batches, step timing,
+ratios and FLOP estimates against hand-computed numbers, and the data generator's length claims. No timing
+assertions: nothing here trains."""
+
+import math
+import random
+import statistics
+
+import pytest
+import torch
+
+from alignment.preferences import render_pair
+from alignment.synthetic import STYLE_FLAW
+from alignment.templates import tokenize_conversation
+from alignment.value import to_trace, tokenize_trace
+from benchmarks.configs import QUICK
+from benchmarks.data import LengthProfile, TextSampler, chat_rows, preference_rows, trace_rows
+from benchmarks.measure import (
+    StepMeter,
+    StepRecord,
+    TokenCounts,
+    batch_token_counts,
+    model_flops_utilization,
+    peak_flops,
+)
+from benchmarks.report import flops_per_token, median_figures, paired_ratio
+
+MAX_LENGTH = 256
+
+
+def test_padded_batch_counts():
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]),
+        "labels": torch.tensor([[-100, 6, 7, -100], [-100, 9, -100, -100]]),
+    }
+    counts = batch_token_counts(batch)
+    # 8 positions, 5 real tokens, 3 with a label, 2 rows; a whole-row kernel computes 2 x 4^2 query-key pairs.
+    assert counts == TokenCounts(positions=8, non_pad=5, trained=3, sequences=2, attention_pairs=32)
+    assert counts.padding_fraction == pytest.approx(3 / 8)
+    assert batch_token_counts(batch, varlen_attention=True).attention_pairs == 3**2 + 2**2
+
+
+def test_padding_free_batch_counts():
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 7, 8, 9]]),
+        "position_ids": torch.tensor([[0, 1, 2, 0, 1]]),
+        "labels": torch.tensor([[-100, 6, 7, -100, 9]]),
+    }
+    counts = batch_token_counts(batch)
+    assert counts == TokenCounts(positions=5, non_pad=5, trained=3, sequences=2, attention_pairs=25)
+    assert counts.padding_fraction == 0
+    assert batch_token_counts(batch, varlen_attention=True).attention_pairs == 9 + 4
+
+
+def test_preference_and_reward_batches_count_their_trained_tokens():
+    dpo = {
+        "input_ids": torch.tensor([[5, 6, 7], [5, 8, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
+        "completion_mask": torch.tensor([[0, 1, 1], [0, 1, 0]]),
+    }
+    assert batch_token_counts(dpo).trained == 3
+    reward = {key: dpo[key] for key in ("input_ids", "attention_mask")}
+    assert batch_token_counts(reward).trained == 5  # a reward model reads every real token
+
+
+def test_steady_state_skips_warmup_steps():
+    meter = StepMeter()
+    meter._train_begin = 0.0
+    step = TokenCounts(positions=100, non_pad=80, trained=40, sequences=4, attention_pairs=2000)
+    # Steps end at 5 s (warm-up), 6 s and 8 s: the two measured steps took 3 s (and 2 CPU seconds) for 160 tokens.
+    meter.steps = [StepRecord(5.0, 4.0, step), StepRecord(6.0, 5.0, step), StepRecord(8.0, 6.0, step)]
+    figures = meter.steady_state(warmup_steps=1)
+    assert figures["measured_steps"] == 2
+    assert figures["non_pad_tokens_per_s"] == pytest.approx(160 / 3)
+    assert figures["trained_tokens_per_s"] == pytest.approx(80 / 3)
+    assert figures["seconds_per_step"] == pytest.approx(1.5)
+    assert figures["non_pad_tokens_per_cpu_s"] == pytest.approx(80)
+    assert figures["padding_fraction"] == pytest.approx(0.2)
+    assert figures["attention_pairs_per_token"] == pytest.approx(25)
+    assert figures["step_seconds"] == pytest.approx([5.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="leave none to measure"):
+        meter.steady_state(warmup_steps=3)
+
+
+def test_ratios_medians_and_flops():
+    runs = [{"tps": 120.0, "loss": 2.0}, {"tps": 90.0, "loss": 2.0}, None, {"tps": 110.0, "loss": 2.0}]
+    reference = [{"tps": 100.0}, {"tps": 100.0}, {"tps": 100.0}, None]
+    # Pairs from the same repeat only: 1.2 and 0.9 -> median 1.05 (repeats 3 and 4 each lack one side).
+    assert paired_ratio(runs, reference, "tps") == pytest.approx(1.05)
+    assert median_figures([{"tps": 1.0, "step_seconds": [1.0]}, {"tps": 3.0, "mfu": None}]) == {"tps": 2.0}
+
+    weights, attention = flops_per_token(
+        {"positions_per_token": 1.5, "attention_pairs_per_token": 100.0}, QUICK, num_parameters=1000
+    )
+    assert weights == 6 * 1000 * 1.5
+    assert attention == 12 * QUICK.hidden_size * QUICK.num_layers * 100
+
+
+def test_mfu_against_the_peak_table():
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("NVIDIA GeForce RTX 4090") is None
+    assert model_flops_utilization(1_000_000, 1e6, 1e13) == pytest.approx(0.6)
+    assert model_flops_utilization(1_000_000, 1e6, None) is None
+
+
+def test_text_has_exactly_the_requested_tokens(tiny_tokenizer):
+    sampler, rng = TextSampler(tiny_tokenizer), random.Random(0)
+    for tokens in (1, 2, 7, 40, 200):
+        text = sampler.text(rng, tokens)
+        ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) == tokens
+        assert tiny_tokenizer.unk_token_id not in ids
+
+
+def test_chats_are_long_tailed_and_fit_max_length(tiny_tokenizer):
+    rows = chat_rows(tiny_tokenizer, 300, max_length=MAX_LENGTH, seed=0)
+    chat_lengths = [len(tokenize_conversation(tiny_tokenizer, row["messages"])["input_ids"]) for row in rows]
+    assert max(chat_lengths) <= MAX_LENGTH
+    assert {len(row["messages"]) // 2 for row in rows} == {1, 2, 3}  # 1-3 exchanges (+ an optional system prompt)
+    replies = [
+        len(tiny_tokenizer(m["content"], add_special_tokens=False)["input_ids"])
+        for row in rows
+        for m in row["messages"]
+        if m["role"] == "assistant"
+    ]
+    # Log-normal: the median where the profile puts it (capping only shortens the longest chats' last turns), the
+    # mean above the median, a long right tail (sigma 0.9: the 95th percentile at 4.4x the median before capping).
+    median = statistics.median(replies)
+    assert median == pytest.approx(LengthProfile(MAX_LENGTH).median("assistant"), rel=0.25)
+    assert statistics.mean(replies) > 1.2 * median
+    assert sorted(replies)[int(0.95 * len(replies))] > 3 * median
+    logs = [math.log(n) for n in replies]
+    assert statistics.stdev(logs) == pytest.approx(0.9, abs=0.2)
+
+
+def test_pairs_and_traces_fit_max_length(tiny_tokenizer):
+    for row in preference_rows(tiny_tokenizer, 200, max_length=MAX_LENGTH, seed=1):
+        texts = render_pair(tiny_tokenizer, row)
+        for side in ("chosen", "rejected"):
+            ids = tiny_tokenizer(texts["prompt"] + texts[side], add_special_tokens=False)["input_ids"]
+            assert len(ids) <= MAX_LENGTH
+        assert row["rejected"][0]["content"].endswith(STYLE_FLAW)
+        assert not row["chosen"][0]["content"].endswith(STYLE_FLAW)
+    for row in trace_rows(tiny_tokenizer, 200, max_length=MAX_LENGTH, seed=2):
+        assert len(tokenize_trace(tiny_tokenizer, to_trace(row), max_length=None)["input_ids"]) <= MAX_LENGTH
+        q = [step["Q"] for step in row["response"]]
+        assert q == sorted(q, reverse=True)  # +1 until the first wrong step, -1 from it on
