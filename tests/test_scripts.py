@@ -235,3 +235,24 @@ def test_inspect_marks_exactly_the_assistant_turns(tiny_world):
     rendered = result.stdout.split("---", 2)[2]
     assert [f"«{reply}</s>»" in rendered for reply in replies] == [True, True]
     assert rendered.count("«") == 2
+
+
+@pytest.mark.slow
+def test_padding_free_batches_train_the_same_tokens_as_padded_ones(tiny_world, tmp_path):
+    """`padding_free: true` (one row per batch, sequences told apart by position ids) runs through run_sft.py, whose
+    own truncation comes first, and gives the padded batch's loss on the same first batch (a wrong attention mask
+    across the concatenated chats, or a different set of trained tokens, would change it)."""
+    first_losses = []
+    for name, extra in (("padded", []), ("padding_free", ["--padding_free", "true"])):
+        output_dir = tmp_path / name
+        result = run(
+            "scripts/run_sft.py",
+            TINY_SFT,
+            *tiny_overrides(tiny_world, output_dir),
+            *["--max_steps", "1", "--logging_steps", "1", "--eval_strategy", "no", "--eval_on_start", "false"],
+            *["--save_strategy", "no", *extra],
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+        first_losses.append(next(entry["loss"] for entry in history if "loss" in entry))
+    assert first_losses[1] == pytest.approx(first_losses[0], abs=1e-4)
