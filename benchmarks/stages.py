@@ -44,7 +44,7 @@ from alignment.reward import (
 from alignment.run_utils import set_generation_eos, start_run
 from alignment.sft import SFTTrainer
 from alignment.synthetic import held_out_loss, read_jsonl
-from alignment.templates import end_of_turn_token_ids
+from alignment.turns import end_of_turn_token_ids
 from alignment.value import ValueConfig, ValueTrainer, build_value_model, tokenize_traces, value_row_problem
 from benchmarks.configs import CONFIGURATIONS, Configuration, Settings
 from benchmarks.measure import StepMeter, Stopwatch, metered, model_flops_utilization, peak_flops, peak_memory_mb

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 from trl.data_utils import pack_dataset
 
 from alignment.synthetic import build_model, build_tiny_world, write_jsonl_splits
-from alignment.templates import tokenize_conversation
+from alignment.turns import tokenize_conversation
 from benchmarks.configs import Settings
 from benchmarks.data import chat_rows, preference_rows, trace_rows
 

@@ -17,13 +17,16 @@ conversational form (`prompt`, `chosen`, `rejected` message lists) or plain stri
 Outputs in `output_dir`: the model (or adapter), its tokenizer with the chat template, a generation config that stops
 at the template's end of turn, `resolved_config.yaml`, metrics (`rewards/accuracies`, `rewards/margins`, ...) and a
 model card.
-Raises: `RecipeError` for unknown keys or bad values, `InvalidRowError` for a bad pair (prompts differ, chosen equals
-rejected, ...; or drops them with `skip_invalid_rows: true`), `ChatTemplateError` for rows the template cannot split
-into prompt and reply.
+Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys or bad
+values, `InvalidRowError` for a bad pair (prompts differ, chosen equals rejected, ...; or drops them with
+`skip_invalid_rows: true`), `ChatTemplateError` for rows the template cannot split into prompt and reply.
 """
+
+from functools import partial
 
 from trl import get_peft_config
 
+from alignment.cli import run_cli
 from alignment.configs import DataArguments, ModelArguments
 from alignment.data import load_mixture
 from alignment.dpo import DPOConfig, PreferenceTrainer, load_reference_model, tokenize_preferences
@@ -35,7 +38,7 @@ from alignment.run_utils import (
     start_run,
     train_and_evaluate,
 )
-from alignment.templates import end_of_turn_token_ids
+from alignment.turns import end_of_turn_token_ids
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, DPOConfig)
@@ -51,6 +54,8 @@ def main() -> None:
             tokenizer,
             max_length=training_args.max_length,
             max_prompt_length=training_args.max_prompt_length,
+            skip_invalid_rows=data_args.skip_invalid_rows,
+            source_of=partial(raw.source_of, split),
             num_proc=training_args.dataset_num_proc,
             split_name=split,
         )[0]
@@ -80,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from alignment.cli import run_cli
 from alignment.evaluation import (
     RULES,
     EvalArguments,
@@ -61,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from alignment.cli import run_cli
 from alignment.parser import RecipeParser
 from alignment.pipeline import PipelineConfig, run_pipeline
 
@@ -36,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -15,13 +15,17 @@ checkpoint in `output_dir`.
 
 Outputs in `output_dir`: the model (or the LoRA adapter with the score head), its tokenizer with the chat template,
 `resolved_config.yaml`, metrics and a model card. Score conversations with `alignment.reward.score(output_dir, ...)`.
-Raises: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malformed pairs (or drops them with
-`skip_invalid_rows: true`), `ValueError` for a pad token that ends sequences, `RuntimeError` for QLoRA without a GPU.
+Errors: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malformed pairs (or drops them with
+`skip_invalid_rows: true`), each printed as one message with exit status 2 (`alignment.cli`); `ValueError` for a pad
+token that ends sequences, `RuntimeError` for QLoRA without a GPU.
 """
+
+from functools import partial
 
 from transformers import AutoModelForSequenceClassification, set_seed
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
+from alignment.cli import run_cli
 from alignment.configs import DataArguments, ModelArguments
 from alignment.data import load_mixture
 from alignment.model_utils import load_model, match_embeddings_to_tokenizer
@@ -48,6 +52,8 @@ def main() -> None:
             raw[split],
             tokenizer,
             max_length=training_args.max_length,
+            skip_invalid_rows=data_args.skip_invalid_rows,
+            source_of=partial(raw.source_of, split),
             num_proc=training_args.dataset_num_proc,
             split_name=split,
         )
@@ -79,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -10,13 +10,17 @@ packing and padding-free batches through TRL; resumes on its own from the newest
 
 Outputs in `output_dir`: the model, its tokenizer with the chat template, a generation config that stops at the
 template's end of turn, `resolved_config.yaml`, metrics and a model card.
-Raises: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malformed chats (or drops them with
-`skip_invalid_rows: true`), `ChatTemplateError` for templates whose assistant turns cannot be located exactly.
+Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys or bad
+values, `InvalidRowError` for malformed chats (or drops them with `skip_invalid_rows: true`), `ChatTemplateError` for
+templates whose assistant turns cannot be located exactly.
 """
+
+from functools import partial
 
 from trl import get_peft_config
 
 from alignment.chat_data import tokenize_chats
+from alignment.cli import run_cli
 from alignment.configs import DataArguments, ModelArguments, SFTConfig
 from alignment.data import load_mixture, sft_row_problem
 from alignment.model_utils import load_model, match_embeddings_to_tokenizer
@@ -27,7 +31,7 @@ from alignment.run_utils import (
     train_and_evaluate,
 )
 from alignment.sft import SFTTrainer
-from alignment.templates import end_of_turn_token_ids
+from alignment.turns import end_of_turn_token_ids
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, SFTConfig)
@@ -43,6 +47,9 @@ def main() -> None:
             tokenizer,
             max_length=training_args.max_length,
             train_on_prompt=data_args.train_on_prompt,
+            history_rewrite=data_args.history_rewrite,
+            skip_invalid_rows=data_args.skip_invalid_rows,
+            source_of=partial(raw.source_of, split),
             num_proc=training_args.dataset_num_proc,
             split_name=split,
         )[0]
@@ -74,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -13,10 +13,14 @@ Outputs in `output_dir`: the model (or LoRA adapter) with `value_head.safetensor
 checkpoint; reload with `alignment.value.load_value_model`), its tokenizer with the chat template, a generation
 config, `resolved_config.yaml`, metrics (value MSE, sign accuracy, AUROC, SFT loss, steps lost to truncation) and a
 model card.
-Raises: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malformed rows (or drops them with
-`skip_invalid_rows: true`), `ChatTemplateError` for a prompt the template cannot render.
+Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys or bad
+values, `InvalidRowError` for malformed rows (or drops them with `skip_invalid_rows: true`), `ChatTemplateError` for a
+prompt the template cannot render.
 """
 
+from functools import partial
+
+from alignment.cli import run_cli
 from alignment.configs import DataArguments, ModelArguments
 from alignment.data import load_mixture
 from alignment.run_utils import (
@@ -25,7 +29,7 @@ from alignment.run_utils import (
     start_run,
     train_and_evaluate,
 )
-from alignment.templates import end_of_turn_token_ids
+from alignment.turns import end_of_turn_token_ids
 from alignment.value import ValueConfig, ValueTrainer, build_value_model, tokenize_traces, value_row_problem
 
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, ValueConfig)
@@ -42,6 +46,8 @@ def main() -> None:
             tokenizer,
             max_length=training_args.max_length,
             train_on_prompt=data_args.train_on_prompt,
+            skip_invalid_rows=data_args.skip_invalid_rows,
+            source_of=partial(raw.source_of, split),
             num_proc=training_args.dataset_num_proc,
             split_name=split,
         )
@@ -63,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -31,17 +31,18 @@ def run_stage(
     *args: str,
     launcher: tuple[str, ...] = (sys.executable,),
     extra_env: dict[str, str] | None = None,
+    recipe: str | None = None,
 ) -> tuple[subprocess.CompletedProcess, Path]:
     """`scripts/run_<stage>.py` on its tiny recipe and the tiny world's data, through `tests/_launch_probe.py` (which
     records what each rank trained on into the returned folder, `output_dir` + `.probe`) and `launcher` (this Python,
-    or an `accelerate launch` command)."""
+    or an `accelerate launch` command). `recipe` (a path from the repository root) replaces the stage's tiny one."""
     probe_dir = output_dir.with_suffix(".probe")
     probe_dir.mkdir(parents=True, exist_ok=True)
     command = [
         *launcher,
         str(REPO / "tests" / "_launch_probe.py"),
         str(REPO / "scripts" / f"run_{stage}.py"),
-        str(REPO / "recipes" / "tiny" / stage / "config.yaml"),
+        str(REPO / (recipe or f"recipes/tiny/{stage}/config.yaml")),
         *["--model_name_or_path", str(world / "base"), "--dataset_mixer", json.dumps({str(world / stage): 1.0})],
         *["--output_dir", str(output_dir), "--disable_tqdm", "true", *args],
     ]
@@ -92,3 +93,90 @@ def tiny_tokenizer(tiny_world):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_world / "base")
+
+
+# Real vocabularies (pip-shipped artefacts, `tests/real_tokenizers.py`) on tiny random models, for the stages' runs.
+REAL_WORLD_ROWS = {"train": 16, "test": 8}
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer_cache(tmp_path_factory) -> Path:
+    """One folder where each real tokenizer is built once per session (qwen3.6 takes seconds to convert)."""
+    return tmp_path_factory.mktemp("real-tokenizers")
+
+
+def _real_world(root: Path, tokenizer, model, tiny_world: Path) -> Path:
+    """`base/` (the model and tokenizer) and the first rows of each of the tiny world's stage datasets."""
+    model.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    for stage in ("sft", "dpo", "rm", "value"):
+        (root / stage).mkdir(parents=True)
+        for split, rows in REAL_WORLD_ROWS.items():
+            lines = (tiny_world / stage / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:rows]
+            (root / stage / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mistral_world(tiny_world, real_tokenizer_cache, tmp_path_factory) -> Path:
+    """Zephyr's base tokenizer (Mistral-7B-v0.1, legacy SentencePiece) on a tiny random `MistralForCausalLM`.
+
+    `save_pretrained` drops `legacy`; the hub's tokenizer_config.json says `"legacy": true`, so it is written back,
+    and the reloaded tokenizer is checked to keep the legacy behaviour (a lone "▁" after a special token).
+    """
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    from tests.real_tokenizers import build
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=32000,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+    )
+    root = _real_world(
+        tmp_path_factory.mktemp("mistral"),
+        build("mistral-7b-v0.1", real_tokenizer_cache),
+        MistralForCausalLM(config),
+        tiny_world,
+    )
+    settings_path = root / "base" / "tokenizer_config.json"
+    settings = json.loads(settings_path.read_text())
+    settings.update(legacy=True, add_bos_token=True, add_eos_token=False)
+    settings_path.write_text(json.dumps(settings, indent=2))
+    reloaded = AutoTokenizer.from_pretrained(root / "base")
+    after_eos = reloaded.convert_ids_to_tokens(reloaded("</s>\n", add_special_tokens=False)["input_ids"])
+    assert after_eos[:2] == ["</s>", "▁"], f"the saved tokenizer lost Mistral's legacy behaviour: {after_eos}"
+    assert reloaded("Hi")["input_ids"][0] == reloaded.bos_token_id
+    return root
+
+
+@pytest.fixture(scope="session")
+def qwen_world(tiny_world, real_tokenizer_cache, tmp_path_factory) -> Path:
+    """Qwen3's real vocabulary (151,669 ids) with its vendor template (TRL's `qwen3.jinja`) on a tiny random
+    `Qwen3ForCausalLM`; the tiny world's multi-turn chats, which Qwen3's template renders differently per turn."""
+    import trl
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from tests.real_tokenizers import build
+
+    torch.manual_seed(0)
+    tokenizer = build("qwen3", real_tokenizer_cache)
+    tokenizer.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text()
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+    )
+    return _real_world(tmp_path_factory.mktemp("qwen3"), tokenizer, Qwen3ForCausalLM(config), tiny_world)

@@ -9,9 +9,9 @@ import statistics
 import pytest
 import torch
 
-from alignment.preferences import render_pair
+from alignment.preferences import encode_pair
 from alignment.synthetic import STYLE_FLAW
-from alignment.templates import tokenize_conversation
+from alignment.turns import tokenize_conversation
 from alignment.value import to_trace, tokenize_trace
 from benchmarks.configs import QUICK
 from benchmarks.data import LengthProfile, TextSampler, chat_rows, preference_rows, trace_rows
@@ -138,10 +138,9 @@ def test_chats_are_long_tailed_and_fit_max_length(tiny_tokenizer):
 
 def test_pairs_and_traces_fit_max_length(tiny_tokenizer):
     for row in preference_rows(tiny_tokenizer, 200, max_length=MAX_LENGTH, seed=1):
-        texts = render_pair(tiny_tokenizer, row)
+        encoded = encode_pair(tiny_tokenizer, row)
         for side in ("chosen", "rejected"):
-            ids = tiny_tokenizer(texts["prompt"] + texts[side], add_special_tokens=False)["input_ids"]
-            assert len(ids) <= MAX_LENGTH
+            assert len(encoded["prompt_ids"] + encoded[f"{side}_ids"]) <= MAX_LENGTH
         assert row["rejected"][0]["content"].endswith(STYLE_FLAW)
         assert not row["chosen"][0]["content"].endswith(STYLE_FLAW)
     for row in trace_rows(tiny_tokenizer, 200, max_length=MAX_LENGTH, seed=2):

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.synthetic import held_out_loss, read_jsonl
-from alignment.templates import IGNORE_INDEX, load_chat_template
+from alignment.templates import load_chat_template
+from alignment.turns import IGNORE_INDEX
 
 from .conftest import REPO, run
 

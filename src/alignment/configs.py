@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import trl
 
+from alignment.turns import HISTORY_REWRITE_CHOICES
+
 logger = logging.getLogger(__name__)
 
 
@@ -82,9 +84,27 @@ class DataArguments:
     )
     skip_invalid_rows: bool = field(
         default=False,
-        metadata={"help": "Drop malformed rows and log a count per reason, instead of stopping at the first one."},
+        metadata={
+            "help": "Drop malformed rows, and rows the chat template cannot encode exactly, and log a count per "
+            "reason, instead of stopping at the first one."
+        },
+    )
+    history_rewrite: str = field(
+        default="expand",
+        metadata={
+            "help": "When one token sequence cannot hold every assistant turn of a chat in its inference context "
+            "(templates that rewrite history, such as Qwen3 dropping earlier turns' reasoning): `expand` trains each "
+            "turn in its own example (the count is logged), `last_turn` trains the last assistant turn only, "
+            "`refuse` stops on such a chat (or drops it with `skip_invalid_rows`). See `alignment/turns.py`."
+        },
     )
     seed: int = field(default=42, metadata={"help": "Seed for source subsampling and the held-out split."})
+
+    def __post_init__(self):
+        if self.history_rewrite not in HISTORY_REWRITE_CHOICES:
+            raise ValueError(
+                f"`history_rewrite: {self.history_rewrite}` is not one of {', '.join(HISTORY_REWRITE_CHOICES)}."
+            )
 
     def source_names(self) -> list[str]:
         """The path or hub id of every source, for logs and the model card."""

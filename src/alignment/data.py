@@ -133,6 +133,16 @@ class Mixture(DatasetDict):
     """
 
     report: MixtureReport
+    # Per split, the sources its rows come from, in order: (source, number of rows).
+    blocks: dict[str, list[tuple[str, int]]]
+
+    def source_of(self, split: str, row: int) -> str:
+        """The source that row `row` (0-based, as in `mixture[split][row]`) of `split` comes from."""
+        for source, rows in self.blocks.get(split, []):
+            if row < rows:
+                return source
+            row -= rows
+        raise IndexError(f"{split} has no row {row}")
 
 
 @dataclass
@@ -216,6 +226,10 @@ def load_mixture(
     test_set = concatenate_datasets(aligned[len(train_parts) :]) if test_parts else train_set.select([])
     mixture = Mixture({"train": train_set, "test": test_set})
     mixture.report = MixtureReport(reports)
+    mixture.blocks = {
+        "train": [(label, len(part)) for label, part in train_parts],
+        "test": [(label, len(part)) for label, part in test_parts],
+    }
     logger.info("Mixture: train %d rows, test %d rows from %d sources", len(train_set), len(test_set), len(reports))
     if not len(test_set):
         logger.warning("The mixture has no test rows: no source has a test split and `test_split_size` held none out")

@@ -1,12 +1,12 @@
 """The dDPO stage: its recipe config, preference data as token ids, the reference model, cached reference
 log-probs, and a `DPOTrainer` that also computes the losses TRL 1.16 lacks.
 
-Data. Rows in any form of `alignment.preferences` are rendered with the chat template (`render_pair`) and tokenized
-here, not by TRL: `tokenizer(text, add_special_tokens=False)`, so a template that writes its own BOS gets one BOS,
-exactly as in SFT. The prompt keeps its end (`max_prompt_length`: the last turns and the generation prompt are what
-the reply depends on); the replies keep their start and are cut to `max_length - prompt length`. Every cut is counted
-and logged; a pair whose prompt leaves no room for a reply token, or whose replies become identical once cut, is
-dropped and counted, never trained on silently.
+Data. Rows in any form of `alignment.preferences` become token ids here, not in TRL (`encode_pair`): the prompt's
+inference ids, then each reply's ids after them (`alignment.turns`), so a template that writes its own BOS gets one
+BOS, exactly as in SFT and at inference. The prompt keeps its end (`max_prompt_length`: the last turns and the
+generation prompt are what the reply depends on); the replies keep their start and are cut to
+`max_length - prompt length`. Every cut is counted and logged; a pair whose prompt leaves no room for a reply token,
+or whose replies become identical once cut, is dropped and counted, never trained on silently.
 
 Reference. Full fine-tuning keeps a frozen copy of the starting model; LoRA/QLoRA uses the base with the adapter
 disabled (no second copy); `orpo` and `simpo` need no reference and none is loaded. With
@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
@@ -54,9 +55,9 @@ from alignment.preference_losses import (
     orpo_loss,
     simpo_loss,
 )
-from alignment.preferences import PairLengthGroupedSampler, render_pair
+from alignment.preferences import PairLengthGroupedSampler, encode_pair
 from alignment.reliability import CrashSafeTrainerMixin
-from alignment.templates import ChatTemplateError
+from alignment.row_encoding import encode_rows
 
 logger = logging.getLogger(__name__)
 
@@ -249,18 +250,9 @@ def _encode_pair(
     tokenizer: PreTrainedTokenizerBase, row: dict, max_length: int | None, max_prompt_length: int | None
 ) -> dict:
     """Token ids of one pair, truncated, with flags saying what truncation did (see the module doc)."""
-    texts = render_pair(tokenizer, row)
-    prompt_ids = tokenizer(texts["prompt"], add_special_tokens=False)["input_ids"]
-    replies = {}
-    for name in ("chosen", "rejected"):
-        full = tokenizer(texts["prompt"] + texts[name], add_special_tokens=False)["input_ids"]
-        if full[: len(prompt_ids)] != prompt_ids:
-            raise ChatTemplateError(
-                f"The prompt's tokens are not a prefix of prompt + {name} reply's tokens (a token straddles the "
-                f"generation prompt and the reply: {texts['prompt'][-20:]!r} | {texts[name][:20]!r}); no exact reply "
-                "boundary exists."
-            )
-        replies[name] = full[len(prompt_ids) :]
+    encoded = encode_pair(tokenizer, row)
+    prompt_ids = encoded["prompt_ids"]
+    replies = {name: encoded[f"{name}_ids"] for name in ("chosen", "rejected")}
     prompt_cut = max_prompt_length is not None and len(prompt_ids) > max_prompt_length
     if prompt_cut:
         prompt_ids = prompt_ids[-max_prompt_length:]
@@ -285,32 +277,37 @@ def tokenize_preferences(
     *,
     max_length: int | None,
     max_prompt_length: int | None,
+    skip_invalid_rows: bool = False,
+    source_of: Callable[[int], str] | None = None,
     num_proc: int | None = None,
     split_name: str = "train",
 ) -> tuple[Dataset, PreferenceTruncationReport]:
     """Map preference rows (any form of `alignment.preferences`) to `prompt_ids`, `chosen_ids`, `rejected_ids`.
 
-    The replies include their end-of-turn token; `prompt_ids + chosen_ids` is the template's render of the chat, cut
-    as the module doc says. Rows must already be valid (`load_mixture` with `preference_row_problem`).
-
-    Raises:
-        ChatTemplateError: the template cannot render a row, or a token straddles the prompt and the reply (names
-            the row).
+    The prompt ids are what inference feeds the model, the replies the ids it generates after them up to and
+    including the end-of-turn token (`alignment.turns`), cut as the module doc says. Rows must already be valid
+    (`load_mixture` with `preference_row_problem`). A row without exact ids is an `InvalidRowError` naming the source
+    (`source_of(row)`), split, row and reply, or with `skip_invalid_rows` is dropped and counted by reason.
     """
-
-    def encode(row: dict, index: int) -> dict:
-        try:
-            return _encode_pair(tokenizer, row, max_length, max_prompt_length)
-        except (ChatTemplateError, ValueError) as err:
-            raise ChatTemplateError(f"{split_name} row {index}: {err}") from err
-
-    encoded = dataset.map(
-        encode,
-        with_indices=True,
-        remove_columns=dataset.column_names,
+    empty = {
+        "prompt_ids": [],
+        "chosen_ids": [],
+        "rejected_ids": [],
+        "prompt_cut": False,
+        "reply_cut": False,
+        "no_room": False,
+        "identical": False,
+    }
+    encoded = encode_rows(
+        dataset,
+        lambda row: [_encode_pair(tokenizer, row, max_length, max_prompt_length)],
+        empty=empty,
+        split_name=split_name,
+        skip_invalid_rows=skip_invalid_rows,
+        source_of=source_of,
         num_proc=num_proc,
         desc=f"Tokenizing {split_name} preference pairs",
-    )
+    ).examples.remove_columns("row")
     report = PreferenceTruncationReport(
         pairs=len(encoded),
         prompts_truncated=sum(encoded["prompt_cut"]),

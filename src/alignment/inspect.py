@@ -7,6 +7,10 @@ Renders examples with the trained tokens marked (green on a terminal, inside Â«Â
 statistics, how many examples `max_length` truncates, how many lose every trained token, and the padding fraction
 a batch of `per_device_train_batch_size` would carry in random order. Any recipe key can be overridden as in the
 scripts (`--max_length 512`). Only the tokenizer is loaded, never the model.
+
+A chat that one sequence cannot hold in every turn's inference context is shown as the examples it becomes
+(`history_rewrite`, see `alignment.turns`), each headed with the turn it trains; a chat the template refuses is shown
+with the check it failed. Statistics count refused rows by reason instead of stopping at the first.
 """
 
 from __future__ import annotations
@@ -16,16 +20,19 @@ import json
 import random
 import statistics
 import sys
+from functools import partial
 
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from alignment.chat_data import IGNORE_INDEX, padding_fraction, tokenize_chats
+from alignment.cli import run_cli
 from alignment.configs import DataArguments, ModelArguments, SFTConfig
 from alignment.data import load_mixture, sft_row_problem
 from alignment.model_utils import load_tokenizer
 from alignment.parser import RecipeParser
-from alignment.templates import set_chat_template, tokenize_conversation
+from alignment.templates import ChatTemplateError, set_chat_template
+from alignment.turns import encode_chat
 
 GREEN, RESET = "\033[32m", "\033[0m"
 
@@ -59,20 +66,28 @@ def length_stats(lengths: list[int]) -> dict[str, float]:
     }
 
 
-def inspect_recipe(argv: list[str]) -> tuple[dict, PreTrainedTokenizerBase, Dataset, bool]:
+def inspect_recipe(argv: list[str]) -> tuple[dict, PreTrainedTokenizerBase, Dataset, DataArguments]:
     """The statistics for the recipe in `argv` (recipe path first, then overrides), with the tokenizer, the train
-    rows and `train_on_prompt` needed to render examples."""
+    rows and the data arguments needed to render examples."""
     model_args, data_args, training_args = RecipeParser((ModelArguments, DataArguments, SFTConfig)).parse(argv)
     tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
     set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
     raw = load_mixture(data_args, validate_row=sft_row_problem, required_columns=["messages"])
     report: dict = {"max_length": training_args.max_length, "splits": {}}
     for split, dataset in raw.items():
-        full, _ = tokenize_chats(dataset, tokenizer, max_length=None, train_on_prompt=data_args.train_on_prompt)
-        _, truncation = tokenize_chats(
-            dataset, tokenizer, max_length=training_args.max_length, train_on_prompt=data_args.train_on_prompt
-        )
+        common = {
+            "train_on_prompt": data_args.train_on_prompt,
+            "history_rewrite": data_args.history_rewrite,
+            "skip_invalid_rows": True,  # count every refusal by reason instead of stopping at the first
+            "source_of": partial(raw.source_of, split),
+            "split_name": split,
+        }
+        full, _ = tokenize_chats(dataset, tokenizer, max_length=None, **common)
+        _, truncation = tokenize_chats(dataset, tokenizer, max_length=training_args.max_length, **common)
         lengths = [len(ids) for ids in full["input_ids"]]
+        if not lengths:  # an empty test split, or every row refused (the reasons are logged above)
+            report["splits"][split] = {"examples": 0, "rows_refused": truncation.refused_rows}
+            continue
         trained = [sum(label != IGNORE_INDEX for label in labels) for labels in full["labels"]]
         capped = [min(n, training_args.max_length or n) for n in lengths]
         random.Random(training_args.seed).shuffle(capped)
@@ -84,8 +99,11 @@ def inspect_recipe(argv: list[str]) -> tuple[dict, PreTrainedTokenizerBase, Data
             "truncated": truncation.truncated,
             "lost_every_trained_token": truncation.lost_all_trained_tokens,
             "padding_fraction": padding_fraction(capped, training_args.per_device_train_batch_size),
+            "rows_expanded": truncation.expanded_rows,
+            "rows_last_turn_only": truncation.last_turn_rows,
+            "rows_refused": truncation.refused_rows,
         }
-    return report, tokenizer, raw["train"], data_args.train_on_prompt
+    return report, tokenizer, raw["train"], data_args
 
 
 def main() -> None:
@@ -93,17 +111,32 @@ def main() -> None:
     parser.add_argument("--num_examples", type=int, default=3, help="examples to render with trained tokens marked")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON only")
     own, recipe_argv = parser.parse_known_args()
-    report, tokenizer, rows, train_on_prompt = inspect_recipe(recipe_argv)
+    report, tokenizer, rows, data_args = inspect_recipe(recipe_argv)
     if own.json:
         json.dump(report, sys.stdout, indent=2)
         print()
         return
     color = sys.stdout.isatty()
     for index in range(min(own.num_examples, len(rows))):
-        encoded = tokenize_conversation(tokenizer, rows[index]["messages"], train_on_prompt=train_on_prompt)
-        print(f"--- train example {index} ({len(encoded['input_ids'])} tokens; trained tokens marked) ---")
-        print(mark_trained(tokenizer, encoded["input_ids"], encoded["labels"], color=color))
+        try:
+            encoding = encode_chat(
+                tokenizer,
+                rows[index]["messages"],
+                history_rewrite=data_args.history_rewrite,
+                train_on_prompt=data_args.train_on_prompt,
+            )
+        except ChatTemplateError as err:
+            print(f"--- train row {index}: refused ({err.kind}) ---\n{err}")
+            continue
+        count = len(encoding.examples)
+        for number, example in enumerate(encoding.examples):
+            layout = f"; {encoding.layout}: example {number + 1} of {count}" if encoding.layout != "exact" else ""
+            print(f"--- train row {index} ({len(example['input_ids'])} tokens{layout}; trained tokens marked) ---")
+            print(mark_trained(tokenizer, example["input_ids"], example["labels"], color=color))
     for split, stats in report["splits"].items():
+        if not stats["examples"]:
+            print(f"\n[{split}] no examples ({stats['rows_refused']} rows refused)")
+            continue
         tokens, trained = stats["tokens"], stats["trained_tokens"]
         print(f"\n[{split}] {stats['examples']} examples")
         print(
@@ -116,7 +149,12 @@ def main() -> None:
             f"{stats['lost_every_trained_token']} lose every trained token"
         )
         print(f"  padding fraction of a padded batch: {stats['padding_fraction']:.1%}")
+        print(
+            f"  rows: {stats['rows_expanded']} expanded into one example per turn context, "
+            f"{stats['rows_last_turn_only']} trained on their last turn only, {stats['rows_refused']} refused "
+            "(reasons logged above)"
+        )
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -32,8 +32,8 @@ def is_adapter_folder(path: str, revision: str = "main") -> bool:
 def load_tokenizer(model_args: ModelArguments, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Load the tokenizer and make sure it has a pad token.
 
-    A tokenizer without one gets its EOS token as pad token: padded positions are masked out of attention and loss,
-    so the choice does not change training, and it is logged once so it is never a surprise.
+    A tokenizer without one pads with its unknown token, or else its EOS token: padded positions are masked out of
+    attention and loss, so the choice does not change training, and it is logged once so it is never a surprise.
     """
     source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     # A local adapter folder saved without its tokenizer borrows its base's; hub adapters ship theirs.
@@ -52,10 +52,13 @@ def load_tokenizer(model_args: ModelArguments, *, trust_remote_code: bool = Fals
             "recipe only if you trust that code."
         ) from err
     if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"The tokenizer of {source} has neither a pad token nor an EOS token to pad with.")
-        tokenizer.pad_token = tokenizer.eos_token
-        logger.info("Tokenizer has no pad token: padding with its EOS token %r", tokenizer.eos_token)
+        # Prefer the unknown token (Llama-2, Mistral): EOS often ends assistant turns (Zephyr's </s>), and a reward
+        # model reads its score at the last token that is not the pad token.
+        pad = tokenizer.unk_token or tokenizer.eos_token
+        if pad is None:
+            raise ValueError(f"The tokenizer of {source} has neither a pad, an unknown nor an EOS token to pad with.")
+        tokenizer.pad_token = pad
+        logger.info("Tokenizer has no pad token: padding with %r", pad)
     return tokenizer
 
 

@@ -177,7 +177,12 @@ class RecipeParser:
         for key, value in values.items():
             for cls, f in self._fields[key]:
                 per_class[cls][key] = _coerce(value, f.type, key)
-        return tuple(cls(**per_class[cls]) for cls in self.dataclass_types)
+        try:
+            return tuple(cls(**per_class[cls]) for cls in self.dataclass_types)
+        except RecipeError:
+            raise
+        except ValueError as err:  # a `__post_init__` check (ours or transformers'): it names the field and the fix
+            raise RecipeError(str(err)) from err
 
     def _unknown_key_message(self, key: str) -> str:
         close = difflib.get_close_matches(key, list(self._fields), n=1, cutoff=0.6)

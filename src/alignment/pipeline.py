@@ -5,7 +5,8 @@ name) with a recipe and optional overrides. Stages run in order as separate proc
 interpreter and exactly the behaviour of a manual run (logging, resolved config, resume). Every stage is started:
 one whose `output_dir` holds a run finished with the same recipe reports it complete and exits 0, one finished with
 another recipe stops the pipeline naming the keys that differ (`alignment.reliability.check_output_dir`), and an
-interrupted one resumes from its newest complete checkpoint on its own.
+interrupted one resumes from its newest complete checkpoint on its own. A stage that fails stops the pipeline with
+`StageFailedError`, which names the stage; the stage's own message is already in the log above it.
 
     stages:
       - recipe: recipes/tiny/sft/config.yaml
@@ -30,6 +31,11 @@ from alignment.reliability import is_finished
 logger = logging.getLogger(__name__)
 
 STAGE_KEYS = ("recipe", "script", "overrides")
+
+
+class StageFailedError(RuntimeError):
+    """A stage's process exited non-zero. Its own error (message or traceback) is in the log above; this only names
+    the stage, so `alignment.cli` prints it as one line instead of a second traceback."""
 
 
 @dataclass
@@ -98,7 +104,7 @@ def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
         result = subprocess.run(command, check=False)
         seconds = time.perf_counter() - start
         if result.returncode != 0:
-            raise RuntimeError(
+            raise StageFailedError(
                 f"Stage {name} failed (exit {result.returncode}) after {seconds:.0f} s; its log is above. Fix the "
                 f"cause and run the pipeline again: finished stages are not retrained and {name} resumes from its "
                 "last complete checkpoint."

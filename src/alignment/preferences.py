@@ -10,8 +10,10 @@ Accepted forms of a row, all mapped to (prompt messages, chosen reply, rejected 
 * Plain strings: `prompt`, `chosen` and `rejected` are strings; the prompt is treated as one user turn and each
   answer as the assistant reply, so chat models are trained in the format they are used in.
 
-Multi-turn prompts keep every earlier turn. A row whose chosen and rejected prompts differ, or whose chosen reply
-equals its rejected reply, is invalid (`preference_row_problem`, used as `load_mixture`'s validator).
+Multi-turn prompts keep every earlier turn, rendered as inference renders them: earlier turns need not be
+prefix-stable, only each reply must follow the prompt exactly (`alignment.turns`). A row whose chosen and rejected
+prompts differ, or whose chosen reply equals its rejected reply, is invalid (`preference_row_problem`, used as
+`load_mixture`'s validator).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from alignment.data import RowProblem, conversation_problem
-from alignment.templates import ChatTemplateError, split_prompt_completion
+from alignment.turns import encode_prompt_replies
 
 PREFERENCE_COLUMNS = ("chosen", "rejected")
 
@@ -96,17 +98,20 @@ def preference_row_problem(row: dict) -> RowProblem | None:
     return pair if isinstance(pair, RowProblem) else None
 
 
-def render_pair(tokenizer: PreTrainedTokenizerBase, row: dict) -> dict[str, str]:
-    """`{"prompt", "chosen", "rejected"}` texts: the prompt with the generation prompt, then each reply up to and
-    including its end-of-turn token, so `prompt + chosen` is exactly the chat as the template renders it."""
+def encode_pair(tokenizer: PreTrainedTokenizerBase, row: dict) -> dict[str, list[int]]:
+    """`{"prompt_ids", "chosen_ids", "rejected_ids"}`: the prompt as inference tokenizes it (with the generation
+    prompt), then each reply's ids after it up to and including its end-of-turn token (`alignment.turns`).
+
+    Raises:
+        ChatTemplateError: a reply has no exact ids after the prompt (names the reply).
+        ValueError: the row is not a valid preference row.
+    """
     pair = to_pair(row)
     if isinstance(pair, RowProblem):
         raise ValueError(str(pair))
-    prompt_text, chosen_text = split_prompt_completion(tokenizer, pair.prompt, [pair.chosen])
-    rejected_prompt_text, rejected_text = split_prompt_completion(tokenizer, pair.prompt, [pair.rejected])
-    if rejected_prompt_text != prompt_text:
-        raise ChatTemplateError("The chat template renders the same prompt differently for chosen and rejected.")
-    return {"prompt": prompt_text, "chosen": chosen_text, "rejected": rejected_text}
+    encoded = encode_prompt_replies(tokenizer, pair.prompt, [pair.chosen, pair.rejected])
+    chosen_ids, rejected_ids = encoded.replies
+    return {"prompt_ids": encoded.prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
 
 
 class PairLengthGroupedSampler(Sampler[int]):

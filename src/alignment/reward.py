@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import numbers
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
@@ -52,9 +52,11 @@ from alignment.configs import (
 )
 from alignment.data import RowProblem, conversation_problem
 from alignment.model_utils import is_adapter_folder
-from alignment.preferences import PairLengthGroupedSampler, preference_row_problem, render_pair
+from alignment.preferences import PairLengthGroupedSampler, encode_pair, preference_row_problem
 from alignment.reliability import CrashSafeTrainerMixin
-from alignment.templates import split_prompt_completion
+from alignment.row_encoding import encode_rows
+from alignment.templates import ChatTemplateError
+from alignment.turns import encode_prompt_replies
 
 logger = logging.getLogger(__name__)
 
@@ -144,11 +146,11 @@ def reward_peft_config(model_args: ModelArguments):
     return config
 
 
-def render_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> str:
-    """The text a reward model scores: the chat rendered by the template up to the last assistant reply's end-of-turn
-    token, exactly as `render_pair` renders prompt + reply in training."""
-    prompt_text, reply_text = split_prompt_completion(tokenizer, messages[:-1], messages[-1:])
-    return prompt_text + reply_text
+def conversation_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
+    """The ids a reward model scores: the prompt's inference ids, then the last assistant reply's ids up to its
+    end-of-turn token, exactly as `encode_pair` encodes prompt + reply in training."""
+    encoded = encode_prompt_replies(tokenizer, messages[:-1], messages[-1:])
+    return encoded.prompt_ids + encoded.replies[0]
 
 
 def tokenize_pairs(
@@ -156,45 +158,50 @@ def tokenize_pairs(
     tokenizer: PreTrainedTokenizerBase,
     *,
     max_length: int | None,
+    skip_invalid_rows: bool = False,
+    source_of: Callable[[int], str] | None = None,
     num_proc: int | None = None,
     split_name: str = "train",
 ) -> Dataset:
     """Map preference rows to `chosen_ids`/`rejected_ids` (and `margin` when the rows have one).
 
-    Each side is the prompt with the generation prompt plus its reply up to the end-of-turn token, tokenized without
-    added special tokens (the template writes any BOS). Pairs with either side over `max_length` are dropped and
-    counted. A sequence ending with the pad token raises `ValueError` naming the row: its reward would be read one
-    token early.
+    Each side is the prompt's inference ids plus its reply's ids up to the end-of-turn token (`encode_pair`). Pairs
+    with either side over `max_length` are dropped and counted. A row without exact ids is an `InvalidRowError`
+    naming the source, split, row and reply, or with `skip_invalid_rows` is dropped and counted by reason; so is a
+    sequence ending with the pad token, whose reward would be read one token early.
     """
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError("The tokenizer has no pad token; load it with `alignment.model_utils.load_tokenizer`.")
+    has_margin = "margin" in dataset.column_names
 
-    def encode(row: dict, index: int) -> dict:
-        texts = render_pair(tokenizer, row)
-        encoded = {
-            f"{side}_ids": tokenizer(texts["prompt"] + texts[side], add_special_tokens=False)["input_ids"]
-            for side in ("chosen", "rejected")
-        }
+    def encode(row: dict) -> list[dict]:
+        pair = encode_pair(tokenizer, row)
+        encoded = {f"{side}_ids": pair["prompt_ids"] + pair[f"{side}_ids"] for side in ("chosen", "rejected")}
         for side in ("chosen", "rejected"):
             if encoded[f"{side}_ids"][-1] == pad_id:
-                raise ValueError(
-                    f"{split_name} row {index}: the {side} sequence ends with the pad token "
-                    f"{tokenizer.pad_token!r} (the chat template's end-of-turn token is also the pad token), so the "
-                    "reward would be read from the token before it. Use a tokenizer whose pad token differs from the "
-                    "end-of-turn token (`tokenizer_name_or_path`), or another `chat_template`."
+                raise ChatTemplateError(
+                    f"the {side} sequence ends with the pad token {tokenizer.pad_token!r} (the chat template's "
+                    "end-of-turn token is also the pad token), so the reward would be read from the token before it. "
+                    "Use a tokenizer whose pad token differs from the end-of-turn token (`tokenizer_name_or_path`), "
+                    "or another `chat_template`.",
+                    kind="reply ends with the pad token",
                 )
-        if "margin" in row:
+        if has_margin:
             encoded["margin"] = float(row["margin"])
-        return encoded
+        return [encoded]
 
-    encoded = dataset.map(
+    empty = {"chosen_ids": [], "rejected_ids": [], **({"margin": 0.0} if has_margin else {})}
+    encoded = encode_rows(
+        dataset,
         encode,
-        with_indices=True,
-        remove_columns=dataset.column_names,
+        empty=empty,
+        split_name=split_name,
+        skip_invalid_rows=skip_invalid_rows,
+        source_of=source_of,
         num_proc=num_proc,
         desc=f"Tokenizing {split_name} pairs",
-    )
+    ).examples.remove_columns("row")
     if max_length is not None:
         chosen, rejected = pair_token_lengths(encoded)
         keep = [i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if max(c, r) <= max_length]
@@ -341,20 +348,18 @@ def score_with(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    texts = []
+    sequences = []
     for index, messages in enumerate(conversations):
         problem = conversation_problem(messages)
         if problem is None and messages[-1]["role"] != "assistant":
             problem = "the last message must be the assistant reply to score"
         if problem is not None:
             raise ValueError(f"conversation {index}: {problem}")
-        texts.append(render_conversation(tokenizer, messages))
+        sequences.append(conversation_ids(tokenizer, messages))
     device = next(model.parameters()).device
     scores: list[float] = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            texts[start : start + batch_size], add_special_tokens=False, padding=True, return_tensors="pt"
-        )
+    for start in range(0, len(sequences), batch_size):
+        batch = tokenizer.pad({"input_ids": sequences[start : start + batch_size]}, padding=True, return_tensors="pt")
         mask = batch["attention_mask"]
         last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # last attended column, either padding side
         ends_with_pad = batch["input_ids"][torch.arange(len(last)), last] == tokenizer.pad_token_id

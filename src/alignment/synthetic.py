@@ -31,7 +31,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from alignment.chat_data import IGNORE_INDEX
-from alignment.templates import load_chat_template, tokenize_conversation
+from alignment.cli import run_cli
+from alignment.templates import load_chat_template
+from alignment.turns import tokenize_conversation
 
 logger = logging.getLogger(__name__)
 
@@ -369,4 +371,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

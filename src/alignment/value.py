@@ -52,7 +52,7 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -77,7 +77,9 @@ from alignment.configs import (
 from alignment.data import RowProblem, conversation_problem
 from alignment.model_utils import load_model, match_embeddings_to_tokenizer
 from alignment.reliability import CrashSafeTrainerMixin
-from alignment.templates import IGNORE_INDEX, render_prompt
+from alignment.row_encoding import encode_rows
+from alignment.templates import render_prompt
+from alignment.turns import IGNORE_INDEX, continuation_ids, inference_ids
 
 logger = logging.getLogger(__name__)
 
@@ -239,16 +241,26 @@ def step_text(step: str) -> str:
 def encode_steps(
     tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]], steps: Sequence[str]
 ) -> tuple[list[int], int, list[int]]:
-    """`(input_ids, prompt_length, step_ends)`: the rendered prompt's tokens followed by each step's own tokens, and
-    the index of each step's last token. Used by training and by `score_steps`, so both read the same positions."""
+    """`(input_ids, prompt_length, step_ends)`: the prompt's inference ids (`alignment.turns`), then each step's ids
+    as the continuation of everything before it, and the index of each step's last token. Used by training and by
+    `score_steps`, so both read the same positions.
+
+    Each step's ids are those of `prompt + steps[:k + 1]` after the ids of `prompt + steps[:k]`, proved a prefix, so a
+    step ends on a token boundary and the ids of the first k steps never depend on later ones (a search scores a
+    partial solution, then extends it); where a token straddles two steps, the step is tokenized on its own (as
+    generation appends it) and must decode to itself.
+
+    Raises:
+        ChatTemplateError: a step has no exact ids after the text before it (names the step).
+    """
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    input_ids = list(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    text = render_prompt(tokenizer, messages)
+    input_ids = inference_ids(tokenizer, text)
     prompt_length, step_ends = len(input_ids), []
-    for step in steps:
-        ids = tokenizer(step_text(step), add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError(f"Step {step!r} tokenizes to nothing.")
-        input_ids += ids
+    for number, step in enumerate(steps):
+        ids, _ = continuation_ids(tokenizer, input_ids, text, step_text(step), f"step {number}")
+        text += step_text(step)
+        input_ids = input_ids + ids
         step_ends.append(len(input_ids) - 1)
     return input_ids, prompt_length, step_ends
 
@@ -329,27 +341,38 @@ def tokenize_traces(
     *,
     max_length: int | None,
     train_on_prompt: bool = False,
+    skip_invalid_rows: bool = False,
+    source_of: Callable[[int], str] | None = None,
     num_proc: int | None = None,
     split_name: str = "train",
 ) -> tuple[Dataset, ValueTruncationReport]:
-    """Map value rows to `input_ids`/`labels`/`Q`, cut to `max_length`, and drop rows that teach nothing."""
+    """Map value rows to `input_ids`/`labels`/`Q`, cut to `max_length`, and drop rows that teach nothing.
 
-    def encode(row: dict) -> dict:
+    A trace without exact ids (`encode_steps`) is an `InvalidRowError` naming the source (`source_of(row)`), split,
+    row and step, or with `skip_invalid_rows` is dropped and counted by reason.
+    """
+
+    def encode(row: dict) -> list[dict]:
         trace = to_trace(row)
         if isinstance(trace, RowProblem):
             raise ValueError(f"Invalid value row ({split_name}): {trace}")
         encoded = tokenize_trace(tokenizer, trace, max_length=max_length, train_on_prompt=train_on_prompt)
         encoded["useful"] = encoded["steps_kept"] > 0 or any(label != IGNORE_INDEX for label in encoded["labels"])
-        return encoded
+        return [encoded]
 
-    encoded = dataset.map(
+    empty = {"input_ids": [], "labels": [], "Q": [], "steps": 0, "steps_kept": 0, "truncated": False, "useful": False}
+    encoded = encode_rows(
+        dataset,
         encode,
-        remove_columns=dataset.column_names,
-        # Explicit: otherwise `labels` would keep the input's type (TRL stepwise rows have boolean `labels`).
-        features=_TOKENIZED_FEATURES,
+        empty=empty,
+        split_name=split_name,
+        skip_invalid_rows=skip_invalid_rows,
+        source_of=source_of,
         num_proc=num_proc,
         desc=f"Tokenizing {split_name} traces",
-    )
+        # Explicit: otherwise `labels` would keep the input's type (TRL stepwise rows have boolean `labels`).
+        features=_TOKENIZED_FEATURES,
+    ).examples.remove_columns("row")
     keep = [i for i, useful in enumerate(encoded["useful"]) if useful]
     report = ValueTruncationReport(
         examples=len(encoded),
@@ -462,6 +485,11 @@ class ValueModel(nn.Module):
     def generation_config(self):
         """The body's generation config: the LM still generates steps, and `save_and_card` saves it."""
         return self.body.generation_config
+
+    def create_or_update_model_card(self, output_dir: str) -> None:
+        """The LoRA body's adapter card: the Trainer calls this when the card it writes is a PEFT one (a LoRA value
+        model saves its adapter, whose card says `library_name: peft`)."""
+        self.body.create_or_update_model_card(output_dir)
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
         """Checkpoint the body's layers (called by the Trainer for `gradient_checkpointing: true`)."""

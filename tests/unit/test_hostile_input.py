@@ -6,16 +6,14 @@ UTF-8 byte-order mark, LF or CRLF line ends, blank lines, non-ASCII raw or escap
 Invalid JSON, bytes that are not UTF-8 and empty files fail with one exact message naming the file and the line (and,
 for bad bytes, the column and byte offset), never with a traceback from inside `datasets` or pyarrow.
 
-Loss mask (`alignment.templates.tokenize_conversation`, `alignment.chat_data.tokenize_chats`), under every shipped
-template: the trained tokens are exactly each assistant turn's content followed by its end-of-turn token.
-"Decode exactly" means, for the byte-level BPE tokenizer used here (every string round-trips through it): decoding the
-run of trained tokens of each assistant turn, special tokens kept and no clean-up of spaces, gives back the content as
-written in the data, character for character, then the end-of-turn token; and the labels are exactly the tokens
-between the two token boundaries found by decoding prefixes of the rendered chat. Where no token boundary falls at a
-turn's start or end (an answer starting with two newlines merges with the generation prompt's "\\n"), the chat must
-be refused, and only then. A tokenizer that normalises text (NFKC here: "ﬁ" -> "fi") cannot give back text it
-changes: such a chat is refused (`ChatTemplateError`), never trained on an approximate mask; a chat it leaves as it is
-gets exactly the labels of the same tokenizer without the normaliser.
+Token ids (`alignment.turns.encode_chat`, `alignment.chat_data.tokenize_chats`), under every shipped template: every
+example passes the token invariant (`tests/invariant.py`: the ids before each trained run are the inference prompt
+ids of one turn, the run is that turn's reply ids, each turn trained once), and the trained runs decode, for the
+byte-level BPE tokenizer used here (every string round-trips), to each answer as written in the data, character for
+character, then its end-of-turn token. An answer starting with two newlines merges with the generation prompt's
+"\\n": its reply is tokenized after the inference prompt, and the chat becomes one example per turn context. A
+tokenizer that normalises text (NFKC here: "ﬁ" -> "fi") normalises at inference too: the trained ids are the
+normalised reply, and a chat it leaves as it is gets exactly the ids of the same tokenizer without the normaliser.
 """
 
 from __future__ import annotations
@@ -39,18 +37,14 @@ from tokenizers import normalizers
 
 from alignment.chat_data import TOKENIZED_FEATURES, TruncationReport, tokenize_chats
 from alignment.configs import DataArguments
-from alignment.data import load_mixture, sft_row_problem
-from alignment.templates import (
-    IGNORE_INDEX,
-    ChatTemplateError,
-    list_chat_templates,
-    load_chat_template,
-    set_chat_template,
-    tokenize_conversation,
-)
+from alignment.data import InvalidRowError, load_mixture, sft_row_problem
+from alignment.templates import list_chat_templates, load_chat_template, set_chat_template
+from alignment.turns import IGNORE_INDEX, encode_chat
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _template_tokenizer import build_tokenizer  # noqa: E402
+
+from tests.invariant import check_invariant  # noqa: E402
 
 # Function-scoped fixtures (tmp_path, the cache below) are shared by a test's examples: each example writes its own
 # folder, so sharing is safe.
@@ -101,7 +95,15 @@ HOSTILE = [
     "</s>",
     "<|assistant|>\n",
 ]
-EOT = {"chatml": "<|im_end|>", "zephyr": "</s>"}  # each shipped template's end-of-turn token
+# What each shipped template has the model generate for an answer: the answer as written, then the end-of-turn
+# token (Llama-2 trims the answer and writes " answer </s>"; Mistral-instruct and Vicuna open it with a space).
+ANSWER = {
+    "chatml": lambda content: content + "<|im_end|>",
+    "llama2": lambda content: " " + content.strip() + " </s>",
+    "mistral_instruct": lambda content: " " + content + "</s>",
+    "vicuna": lambda content: " " + content + "</s>",
+    "zephyr": lambda content: content + "</s>",
+}
 
 pieces = st.sampled_from(HOSTILE) | st.text(st.characters(codec="utf-8"), max_size=6)
 visible = st.sampled_from([piece for piece in HOSTILE if piece.strip()]) | st.text(
@@ -407,34 +409,6 @@ def decode(tok, ids: list[int]) -> str:
     return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def exact_mask(tok, messages: list[dict], eot: str) -> tuple[list[int], list[int] | None]:
-    """The ids of the rendered chat and the labels it must get (None: a turn boundary falls inside a token).
-
-    Found without `alignment.templates`: a turn starts where the render of the chat so far with the generation prompt
-    ends, and is its content then `eot`; its boundaries in tokens are the prefixes of ids that decode to exactly the
-    text before them.
-    """
-    full = tok.apply_chat_template(messages, tokenize=False)
-    ids = tok(full, add_special_tokens=False)["input_ids"]
-    tokens_before = {}
-    for count in range(len(ids) + 1):
-        text = decode(tok, ids[:count])
-        if full.startswith(text):
-            tokens_before[len(text)] = count
-    labels = [IGNORE_INDEX] * len(ids)
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        start = len(tok.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True))
-        end = start + len(message["content"] + eot)
-        assert full[start:end] == message["content"] + eot  # how every shipped template writes an assistant turn
-        if start not in tokens_before or end not in tokens_before:
-            return ids, None
-        first, last = tokens_before[start], tokens_before[end]
-        labels[first:last] = ids[first:last]
-    return ids, labels
-
-
 def trained_runs(tok, encoded: dict) -> list[str]:
     """Each run of consecutive trained tokens (labels that are not `IGNORE_INDEX`), decoded."""
     runs, run = [], []
@@ -448,44 +422,41 @@ def trained_runs(tok, encoded: dict) -> list[str]:
 
 
 def test_every_shipped_template_is_covered():
-    assert sorted(EOT) == list_chat_templates()
+    assert sorted(ANSWER) == list_chat_templates()
 
 
-@pytest.mark.parametrize("name", sorted(EOT))
+def trained_answers(tok, encoding) -> list[str]:
+    """The decoded trained runs of all a chat's examples, sorted (an expanded chat spreads its turns over examples)."""
+    return sorted(run for example in encoding.examples for run in trained_runs(tok, example))
+
+
+@pytest.mark.parametrize("name", sorted(ANSWER))
 @settings(max_examples=100, deadline=None)
 @given(messages=conversations())
 def test_trained_tokens_decode_to_each_answer_and_its_end_of_turn(name, messages):
     tok = tokenizer(name)
-    ids, labels = exact_mask(tok, messages, EOT[name])
-    event("refused: a turn boundary inside a token" if labels is None else "exact mask")
-    if labels is None:
-        with pytest.raises(ChatTemplateError, match="is not a token boundary"):
-            tokenize_conversation(tok, messages)
-        return
-    encoded = tokenize_conversation(tok, messages)
-    assert encoded == {"input_ids": ids, "labels": labels}
-    answers = [message["content"] + EOT[name] for message in messages if message["role"] == "assistant"]
-    assert trained_runs(tok, encoded) == answers
+    encoding = encode_chat(tok, messages)
+    event(f"{encoding.layout}: {len(encoding.examples)} examples")
+    check_invariant(tok, messages, encoding)
+    answers = [ANSWER[name](message["content"]) for message in messages if message["role"] == "assistant"]
+    assert trained_answers(tok, encoding) == sorted(answers)
 
 
 @settings(max_examples=60, deadline=None)
 @given(messages=conversations())
-def test_normalising_tokenizer_refuses_what_it_changes(messages):
+def test_normalising_tokenizer_trains_the_reply_as_inference_tokenizes_it(messages):
+    """NFKC reads "ﬁ" as "fi" at inference too, so the trained ids are the normalised reply; a chat NFKC leaves as it
+    is gets exactly the ids and labels of the same tokenizer without the normaliser."""
     plain, nfkc = tokenizer("chatml"), normalising_tokenizer()
     full = plain.apply_chat_template(messages, tokenize=False)
-    event("NFKC changes the chat" if unicodedata.normalize("NFKC", full) != full else "NFKC leaves the chat as it is")
-    if unicodedata.normalize("NFKC", full) != full:
-        with pytest.raises(ChatTemplateError, match="decode does not reproduce the rendered text"):
-            tokenize_conversation(nfkc, messages)
-        return
-    try:
-        expected = tokenize_conversation(plain, messages)
-    except ChatTemplateError as err:
-        with pytest.raises(ChatTemplateError, match="is not a token boundary") as caught:
-            tokenize_conversation(nfkc, messages)
-        assert str(caught.value) == str(err)
-        return
-    assert tokenize_conversation(nfkc, messages) == expected
+    changed = unicodedata.normalize("NFKC", full) != full
+    event("NFKC changes the chat" if changed else "NFKC leaves the chat as it is")
+    encoding = encode_chat(nfkc, messages)
+    check_invariant(nfkc, messages, encoding)
+    answers = [message["content"] + "<|im_end|>" for message in messages if message["role"] == "assistant"]
+    assert trained_answers(nfkc, encoding) == sorted(unicodedata.normalize("NFKC", answer) for answer in answers)
+    if not changed:
+        assert encoding == encode_chat(plain, messages)
 
 
 # ---- truncation: counted, and no example left without a trained token -----------------------------------------------
@@ -500,24 +471,18 @@ def test_normalising_tokenizer_refuses_what_it_changes(messages):
 def test_truncation_is_counted_and_no_example_is_left_without_a_trained_token(chats, max_length, train_on_prompt):
     tok = tokenizer("chatml")
     dataset = Dataset.from_list([{"messages": messages} for messages in chats])
-    full = []
-    for row, messages in enumerate(chats):
-        try:
-            full.append(tokenize_conversation(tok, messages, train_on_prompt=train_on_prompt))
-        except ChatTemplateError as err:  # the first chat without an exact mask stops tokenization, by row
-            with pytest.raises(ChatTemplateError) as caught:
-                tokenize_chats(dataset, tok, max_length=max_length, train_on_prompt=train_on_prompt)
-            assert str(caught.value) == f"train row {row}: {err}"
-            return
+    encodings = [encode_chat(tok, messages, train_on_prompt=train_on_prompt) for messages in chats]
+    full = [example for encoding in encodings for example in encoding.examples]
     cut = [{key: values[:max_length] for key, values in encoded.items()} for encoded in full]
     kept = [encoded for encoded in cut if any(label != IGNORE_INDEX for label in encoded["labels"])]
-    event("an example lost every trained token" if len(kept) < len(chats) else "every example kept")
+    event("an example lost every trained token" if len(kept) < len(full) else "every example kept")
 
     tokenized, report = tokenize_chats(dataset, tok, max_length=max_length, train_on_prompt=train_on_prompt)
 
     assert tokenized.to_list() == kept
     truncated = sum(max_length is not None and len(encoded["input_ids"]) > max_length for encoded in full)
-    assert report == TruncationReport(len(chats), truncated, len(chats) - len(kept))
+    expanded = sum(encoding.layout == "expanded" for encoding in encodings)
+    assert report == TruncationReport(len(full), truncated, len(full) - len(kept), expanded_rows=expanded)
     assert tokenized.features == TOKENIZED_FEATURES
 
 
@@ -528,9 +493,33 @@ def test_empty_split_tokenizes_to_an_empty_split():
     assert (len(tokenized), tokenized.features, report) == (0, TOKENIZED_FEATURES, TruncationReport(0, 0, 0))
 
 
-def test_chat_without_an_exact_mask_is_named_by_split_and_row():
+def test_chat_without_an_exact_mask_is_named_by_source_split_row_and_turn():
+    """An answer starting with two newlines merges with the generation prompt's "\\n" (one token): the reply is
+    tokenized after the inference prompt, and a later prompt re-tokenizes it, so one sequence cannot hold the chat.
+    With `history_rewrite: refuse` that row is an error naming the source, split, row and turn; with
+    `skip_invalid_rows` it is dropped and counted by reason."""
     good = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    merged = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\n\nanswer"}]
+    merged = [*good[:1], {"role": "assistant", "content": "\n\nanswer"}, *good]
     dataset = Dataset.from_list([{"messages": good}, {"messages": merged}])
-    with pytest.raises(ChatTemplateError, match=r"^test row 1: Character \d+ .* is not a token boundary"):
-        tokenize_chats(dataset, tokenizer("chatml"), max_length=None, split_name="test")
+    tok = tokenizer("chatml")
+    assert encode_chat(tok, merged).layout == "expanded"
+    with pytest.raises(InvalidRowError) as caught:
+        tokenize_chats(
+            dataset,
+            tok,
+            max_length=None,
+            history_rewrite="refuse",
+            split_name="test",
+            source_of=lambda row: "mine.jsonl",
+        )
+    assert str(caught.value).startswith(
+        "mine.jsonl (split 'test') row 1: turn 1 (assistant): a later prompt re-tokenizes this turn"
+    )
+    assert "history_rewrite: expand" in str(caught.value) and "skip_invalid_rows: true" in str(caught.value)
+    tokenized, report = tokenize_chats(
+        dataset, tok, max_length=None, history_rewrite="refuse", skip_invalid_rows=True, split_name="test"
+    )
+    assert len(tokenized) == 1 and report.refused_rows == 1
+    assert tokenized[0] == encode_chat(tok, good).examples[0]
+    expanded, report = tokenize_chats(dataset, tok, max_length=None, split_name="test")
+    assert len(expanded) == 3 and report.expanded_rows == 1

@@ -7,7 +7,7 @@ import pytest
 from alignment.configs import DataArguments
 from alignment.data import InvalidRowError, load_mixture
 from alignment.dpo import tokenize_preferences
-from alignment.preferences import preference_row_problem, render_pair
+from alignment.preferences import encode_pair, preference_row_problem
 
 SYSTEM = {"role": "system", "content": "You are a friendly calculator."}
 TURNS = [
@@ -30,23 +30,29 @@ def forms(prompt: list[dict]) -> dict[str, dict]:
     }
 
 
-def test_the_three_forms_render_identically(tiny_tokenizer):
+def rendered_pair(tokenizer, row: dict) -> dict[str, str]:
+    """`encode_pair`'s ids decoded (the tiny tokenizer round-trips), to compare against the texts a reader expects."""
+    return {name[: -len("_ids")]: tokenizer.decode(ids) for name, ids in encode_pair(tokenizer, row).items()}
+
+
+def test_the_three_forms_encode_identically(tiny_tokenizer):
     multi_turn = forms([SYSTEM, *TURNS])
-    rendered = {name: render_pair(tiny_tokenizer, row) for name, row in multi_turn.items()}
+    encoded = [encode_pair(tiny_tokenizer, row) for row in multi_turn.values()]
+    assert encoded[0] == encoded[1]
     expected = {
         "prompt": "<|system|>\nYou are a friendly calculator.</s>\n<|user|>\nhi</s>\n<|assistant|>\nHi! Send me a sum "
         "and I will add it.</s>\n<|user|>\nWhat is 12+30?</s>\n<|assistant|>\n",
         "chosen": "12+30=42</s>",
         "rejected": "12+30=43</s>",
     }
-    assert rendered == {name: expected for name in multi_turn}  # every earlier turn kept
+    assert rendered_pair(tiny_tokenizer, multi_turn["ultrafeedback"]) == expected  # every earlier turn kept
 
     # Plain strings are one user turn: the same as either message form with a single-turn prompt.
     single = forms([TURNS[-1]])
     plain = {"prompt": "What is 12+30?", "chosen": "12+30=42", "rejected": "12+30=43"}
-    renders = [render_pair(tiny_tokenizer, row) for row in [*single.values(), plain]]
-    assert renders[0] == renders[1] == renders[2]
-    assert renders[0]["prompt"] == "<|user|>\nWhat is 12+30?</s>\n<|assistant|>\n"
+    encodings = [encode_pair(tiny_tokenizer, row) for row in [*single.values(), plain]]
+    assert encodings[0] == encodings[1] == encodings[2]
+    assert rendered_pair(tiny_tokenizer, plain)["prompt"] == "<|user|>\nWhat is 12+30?</s>\n<|assistant|>\n"
 
 
 def test_token_ids_are_the_chat_as_the_template_renders_it(tiny_tokenizer):

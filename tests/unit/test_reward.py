@@ -175,7 +175,7 @@ def test_a_pad_token_that_ends_replies_is_refused_naming_the_row(tiny_world):
     tokenizer = AutoTokenizer.from_pretrained(tiny_world / "base")
     tokenizer.pad_token = tokenizer.eos_token  # zephyr ends every assistant turn with </s>
     rows = Dataset.from_list([{"prompt": "What is 1+2?", "chosen": "3", "rejected": "4"}])
-    with pytest.raises(ValueError, match=r"train row 0: the chosen sequence ends with the pad token '</s>'"):
+    with pytest.raises(ValueError, match=r"split 'train'\) row 0: the chosen sequence ends with the pad token '</s>'"):
         tokenize_pairs(rows, tokenizer, max_length=None)
 
 

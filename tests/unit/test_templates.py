@@ -1,4 +1,5 @@
-"""Tests for `alignment.templates`: template choice and exact SFT loss masks (offline, CPU, throwaway tokenizers)."""
+"""Tests for `alignment.templates` and `alignment.turns`: template choice and exact token ids for every assistant turn
+(offline, CPU, throwaway tokenizers; the same on real vocabularies is in `tests/unit/test_real_templates.py`)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,19 @@ import pytest
 import trl
 
 from alignment import templates as T
+from alignment import turns as U
 from alignment.templates import ChatTemplateError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _template_tokenizer import build_tokenizer  # noqa: E402
 
+from tests.invariant import check_invariant  # noqa: E402
+
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 TWINS = sorted(p.name[: -len("_training.jinja")] for p in TRL_TEMPLATES.glob("*_training.jinja"))
 # Templates that read `content` as a list of typed blocks (VLMs); plain strings render nothing or fail.
 MULTIMODAL = {"idefics3", "smolvlm", "llava_next"}
+GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 BOS_EOS = {
     "cohere": ("<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>"),
     "deepseek": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
@@ -69,7 +74,7 @@ def trained_segments(tok, out: dict) -> list[str]:
     """Decoded runs of consecutive trained tokens."""
     runs, current = [], []
     for token, label in zip(out["input_ids"], out["labels"], strict=True):
-        if label != T.IGNORE_INDEX:
+        if label != U.IGNORE_INDEX:
             assert label == token
             current.append(token)
         elif current:
@@ -119,18 +124,22 @@ def twin_truth(tok, messages: list[dict], twin: str) -> tuple[list[int], list[in
                 while j is not None and j < len(ids) and mask[j] and enc["offset_mapping"][j][1] <= len(prompt):
                     mask[j] = 0
                     j += 1
-    special = T._special_ids(tok)
+    special = U.special_token_ids(tok)
     for j in range(len(ids) - 1, -1, -1):
         if mask[j] and (j + 1 == len(ids) or not mask[j + 1]):
             k = j
             while k >= 0 and mask[k] and ids[k] not in special and tok.decode([ids[k]]).strip() == "":
                 mask[k] = 0
                 k -= 1
-    return ids, [t if m else T.IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
+    return ids, [t if m else U.IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
 
 
 def run_against_twin(name: str, source: str) -> list[str]:
-    """Run tokenize_conversation under `source` on chats with and without a system prompt; one verdict per chat."""
+    """`encode_chat` under `source` on chats with and without a system prompt; one verdict per chat.
+
+    Every encoding must pass the token invariant (`tests/invariant.py`); where one sequence holds the chat and TRL's
+    training twin renders it identically, the labels must also equal the twin's `{% generation %}` ground truth.
+    """
     twin = (TRL_TEMPLATES / f"{name}_training.jinja").read_text(encoding="utf-8")
     tok = trl_tokenizer(name, source, twin)
     verdicts = []
@@ -139,59 +148,40 @@ def run_against_twin(name: str, source: str) -> list[str]:
         if name in MULTIMODAL:
             messages = multimodal(messages)
         try:
-            got = T.tokenize_conversation(tok, messages)
+            encoding = U.encode_chat(tok, messages)
         except ChatTemplateError as err:
-            verdicts.append(f"refused ({_reason(err)})")
+            verdicts.append(f"refused ({err.kind})")
             continue
+        check_invariant(tok, messages, encoding)
         rendered = tok.apply_chat_template(messages, tokenize=False)
-        assert got["input_ids"] == tok(rendered, add_special_tokens=False)["input_ids"]
-        if rendered == tok.apply_chat_template(messages, chat_template=twin, tokenize=False):
+        if encoding.layout == "exact" and rendered == tok.apply_chat_template(
+            messages, chat_template=twin, tokenize=False
+        ):
             ids, labels = twin_truth(tok, messages, twin)
-            assert got["input_ids"] == ids
-            assert got["labels"] == labels, (name, system, trained_segments(tok, got))
+            assert encoding.examples[0] == {"input_ids": ids, "labels": labels}, name
             verdicts.append("equal")
-        else:  # no ground truth: each trained run must be exactly the assistant content and its end-of-turn token
-            segments = trained_segments(tok, got)
-            answers = [a for _, a in TURNS]
-            assert len(segments) == len(answers), (name, segments)
-            for segment, answer in zip(segments, answers, strict=True):
-                rest = segment[segment.index(answer) + len(answer) :] if answer in segment else None
-                assert rest is not None and tok.convert_tokens_to_ids(rest) in T._special_ids(tok), (name, segment)
-            verdicts.append("content+EOT (twin renders differently)")
+        else:
+            verdicts.append(encoding.layout)
     return verdicts
 
 
-def _reason(err: Exception) -> str:
-    text = str(err)
-    for key, reason in [
-        ("does not extend", "generation prompt prefilled / not extended"),
-        ("renders it differently once later", "earlier turn re-rendered"),
-        ("not a token boundary", "span boundary inside a token"),
-        ("end-of-turn special token", "turn has no end-of-turn token of its own"),
-        ("system role", "system role not supported"),
-        ("not a prefix of the conversation", "generation prompt not a prefix"),
-        ("failed to render", "template cannot render this chat"),
-        ("verbatim", "content not rendered verbatim"),
-    ]:
-        if key in text:
-            return reason
-    return text[:80]
-
-
+# Originals whose two chats both equal the twin ground truth (measured: 14 of 31 on this toy vocabulary; the rest
+# pass the invariant as expanded chats, or are refused above).
+MEASURED_EQUAL = 14
 TABLE: dict[tuple[str, str], list[str]] = {}
 
 
 @pytest.mark.parametrize("name", TWINS)
 def test_trl_training_twin_without_markers(name):
-    """Stripped training twins: the derivation equals the markers' ground truth, or refuses; never a mismatch."""
+    """Stripped training twins: exact ids, equal to the markers' ground truth wherever both apply; never a mismatch."""
     source = strip_markers((TRL_TEMPLATES / f"{name}_training.jinja").read_text(encoding="utf-8"))
-    assert not T._HAS_GENERATION_RE.search(source)
+    assert not GENERATION_MARKER.search(source)
     TABLE[(name, "stripped twin")] = run_against_twin(name, source)
 
 
 @pytest.mark.parametrize("name", TWINS)
 def test_trl_original_template(name):
-    """Vendor originals: equal to the twin's ground truth when both render alike, else content+EOT, or refused."""
+    """Vendor originals: the invariant holds, equal to the twin's ground truth when both render alike."""
     TABLE[(name, "original")] = run_against_twin(name, (TRL_TEMPLATES / f"{name}.jinja").read_text(encoding="utf-8"))
 
 
@@ -205,7 +195,15 @@ def test_zz_print_table():
     print("\n" + "\n".join(lines))
     originals = [v for (n, k), v in TABLE.items() if k == "original"]
     if len(originals) == len(TWINS):
-        assert sum(all(x == "equal" for x in v) for v in originals) >= 18  # measured: 18 of 31
+        assert sum(all(x == "equal" for x in v) for v in originals) >= MEASURED_EQUAL
+        # These chats carry no reasoning: templates whose generation prompt opens <think> (DeepSeek, Nemotron) have no
+        # exact reply for them; Gemma takes no system role; GLM-4-MoE closes a turn only with the next header.
+        refusals = {x for v in originals for x in v if x.startswith("refused")}
+        assert refusals <= {
+            "refused (generation prompt prefilled)",
+            "refused (template cannot render)",
+            "refused (no end-of-turn token)",
+        }
 
 
 # ---- shipped templates and a marker-free custom one: exact labels, token by token ---------------------------------
@@ -218,7 +216,7 @@ def _expected(tok, pieces: list[tuple[str, bool]]) -> dict[str, list[int]]:
     pieces may tokenize differently at their ends, e.g. "\\n\\n" before content).
     """
     ids = tok("".join(t for t, _ in pieces), add_special_tokens=False)["input_ids"]
-    labels, pos = [T.IGNORE_INDEX] * len(ids), 0
+    labels, pos = [U.IGNORE_INDEX] * len(ids), 0
     for text, trained in pieces:
         if trained:
             piece = tok(text, add_special_tokens=False)["input_ids"]
@@ -297,33 +295,41 @@ def _case_tokenizer(name: str):
 def test_exact_labels_every_assistant_turn(name):
     eot, pieces = CASES[name]
     tok = _case_tokenizer(name)
-    got = T.tokenize_conversation(tok, chat())
-    assert trained_segments(tok, got) == [answer + eot for _, answer in TURNS]
-    assert got == _expected(tok, pieces)
-    text, spans = T.assistant_spans(tok, chat())
-    assert [text[s:e] for s, e in spans] == [answer + eot for _, answer in TURNS]
+    encoding = U.encode_chat(tok, chat())
+    check_invariant(tok, chat(), encoding)
+    trained = [segment for example in encoding.examples for segment in trained_segments(tok, example)]
+    assert trained == [answer + eot for _, answer in TURNS]
+    if name == "llama_like":
+        # This toy vocabulary's GPT-2 split keeps "\n\n" whole at the end of a prompt but splits it before a letter,
+        # so the whole chat's ids are not what inference feeds for turns 2 and 3: each turn gets its own example.
+        assert encoding.layout == "expanded" and len(encoding.examples) == 3
+    else:
+        assert encoding.examples == [_expected(tok, pieces)]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_exact_labels_without_system(name):
     eot, _ = CASES[name]
     tok = _case_tokenizer(name)
-    got = T.tokenize_conversation(tok, chat(system=False, turns=2))
-    assert trained_segments(tok, got) == [answer + eot for _, answer in TURNS[:2]]
+    encoding = U.encode_chat(tok, chat(system=False, turns=2))
+    check_invariant(tok, chat(system=False, turns=2), encoding)
+    trained = [segment for example in encoding.examples for segment in trained_segments(tok, example)]
+    assert trained == [answer + eot for _, answer in TURNS[:2]]
 
 
 def test_trim_offsets_tokenizer_gives_same_labels():
-    """Offsets that exclude a token's leading space must not shift a boundary (decode verification)."""
+    """Offsets play no part: a tokenizer whose offsets exclude a token's leading space gives the same ids."""
     src = T.load_chat_template("chatml")
     a = build_tokenizer(src, corpus=[t for pair in TURNS for t in pair])
     b = build_tokenizer(src, corpus=[t for pair in TURNS for t in pair], trim_offsets=True)
     a.chat_template = b.chat_template = src
-    assert T.tokenize_conversation(a, chat()) == T.tokenize_conversation(b, chat())
+    assert U.tokenize_conversation(a, chat()) == U.tokenize_conversation(b, chat())
 
 
 @pytest.mark.parametrize("glue_marked", [False, True])
 def test_marker_template_agrees_with_derivation(glue_marked):
-    """A `{% generation %}`-marked ChatML gives the same labels; markers covering the "\\n" glue (TRL style) too."""
+    """A `{% generation %}`-marked ChatML gives the same labels: markers are neither needed nor read, the renders
+    decide; markers covering the "\\n" glue (TRL style) change nothing either."""
     end, glue = ("'<|im_end|>\\n'", "''") if glue_marked else ("'<|im_end|>'", "'\\n'")
     marked = (
         "{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + '\\n' -}}"
@@ -331,13 +337,13 @@ def test_marker_template_agrees_with_derivation(glue_marked):
         "{{- " + glue + " -}}{%- else -%}{{- m['content'] + '<|im_end|>\\n' -}}{%- endif -%}{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
     )
-    assert T._HAS_GENERATION_RE.search(marked)
+    assert GENERATION_MARKER.search(marked)
     tok = build_tokenizer(marked, corpus=[t for pair in TURNS for t in pair])
     tok.chat_template = T.load_chat_template("chatml")
-    expected, rendered = T.tokenize_conversation(tok, chat()), tok.apply_chat_template(chat(), tokenize=False)
+    expected, rendered = U.tokenize_conversation(tok, chat()), tok.apply_chat_template(chat(), tokenize=False)
     tok.chat_template = marked
     assert tok.apply_chat_template(chat(), tokenize=False) == rendered
-    assert T.tokenize_conversation(tok, chat()) == expected
+    assert U.tokenize_conversation(tok, chat()) == expected
 
 
 # ---- refusals ------------------------------------------------------------------------------------------------------
@@ -351,33 +357,65 @@ def _tok(template: str, **kw):
     return tok
 
 
-def test_non_prefix_stable_template_refused():
-    """Earlier assistant turns are rendered without their content once a later turn follows (like reasoning drops)."""
-    template = (
-        "{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + '\\n' -}}"
-        "{%- if m['role'] == 'assistant' and not loop.last -%}{{- '[earlier]' -}}{%- else -%}{{- m['content'] -}}"
-        "{%- endif -%}{{- '<|im_end|>\\n' -}}{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-    )
-    with pytest.raises(ChatTemplateError, match=r"Turn 2 \(assistant\).*prefix-stable"):
-        T.tokenize_conversation(_tok(template), chat())
+HISTORY_REWRITING = (  # earlier assistant turns lose their content once a later turn follows (like reasoning drops)
+    "{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + '\\n' -}}"
+    "{%- if m['role'] == 'assistant' and not loop.last -%}{{- '[earlier]' -}}{%- else -%}{{- m['content'] -}}"
+    "{%- endif -%}{{- '<|im_end|>\\n' -}}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def test_history_rewriting_template_trains_every_turn_in_its_own_context():
+    tok = _tok(HISTORY_REWRITING)
+    expanded = U.encode_chat(tok, chat())
+    assert expanded.layout == "expanded" and len(expanded.examples) == 3
+    check_invariant(tok, chat(), expanded)
+    # Each turn's context is what inference renders: earlier replies as "[earlier]", the trained reply in full.
+    assert [trained_segments(tok, example) for example in expanded.examples] == [[a + "<|im_end|>"] for _, a in TURNS]
+    assert tok.decode(expanded.examples[2]["input_ids"]).count("[earlier]") == 2
+
+    last = U.encode_chat(tok, chat(), history_rewrite="last_turn")
+    assert last.layout == "last_turn" and last.examples == expanded.examples[-1:]
+    check_invariant(tok, chat(), last)
+
+    with pytest.raises(ChatTemplateError, match=r"turn 2 \(assistant\): the template renders it differently") as err:
+        U.encode_chat(tok, chat(), history_rewrite="refuse")
+    assert err.value.kind == "history rewritten" and "history_rewrite: expand" in str(err.value)
+    with pytest.raises(ChatTemplateError, match="rewrites history"):
+        U.tokenize_conversation(tok, chat())
 
 
 def test_prefilled_generation_prompt_refused():
     template = CHATML_TOKENS.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\n<think>\\n'")
-    with pytest.raises(ChatTemplateError, match=r"Turn 2 \(assistant\).*does not extend"):
-        T.tokenize_conversation(_tok(template), chat())
+    with pytest.raises(ChatTemplateError, match=r"turn 2 \(assistant\).*prefills the generation prompt") as err:
+        U.encode_chat(_tok(template), chat())
+    assert err.value.kind == "generation prompt prefilled"
 
 
 @pytest.mark.parametrize("trim_offsets", [False, True])
-def test_boundary_inside_a_token_refused(trim_offsets):
-    """The generation prompt ends with a space the content's first word merges with (' Hi' is one token)."""
+def test_token_straddling_the_generation_prompt_keeps_the_inference_prompt(trim_offsets):
+    """The generation prompt ends with a space the second reply's first word merges with (' 2' is one token): that
+    turn's prompt ids stay what inference feeds, its reply is tokenized after them as generation produces it, and it
+    gets its own example (the last turn's prompt holds it as the merged tokens)."""
     template = (
         "{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + ': ' + m['content'] + '<|im_end|>\\n' -}}"
         "{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant: ' -}}{%- endif -%}"
     )
-    with pytest.raises(ChatTemplateError, match="not a token boundary"):
-        T.tokenize_conversation(_tok(template, trim_offsets=trim_offsets), chat())
+    tok = _tok(template, trim_offsets=trim_offsets)
+    joint = tok("<|im_start|>assistant: 2+2 is 4.", add_special_tokens=False)["input_ids"]
+    prompt = tok("<|im_start|>assistant: ", add_special_tokens=False)["input_ids"]
+    assert joint[: len(prompt)] != prompt  # the premise: a token straddles the boundary
+    turns = U.assistant_turns(tok, chat())
+    assert [turn.tokenized_apart for turn in turns] == [False, True, False]
+    assert [tok.decode(turn.reply_ids) for turn in turns] == [a + "<|im_end|>" for _, a in TURNS]
+    encoding = U.encode_chat(tok, chat())
+    assert encoding.layout == "expanded" and len(encoding.examples) == 2
+    check_invariant(tok, chat(), encoding)
+    with pytest.raises(ChatTemplateError, match="re-tokenizes"):
+        U.tokenize_conversation(tok, chat())
+    single = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": TURNS[1][1]}]
+    assert U.encode_chat(tok, single).layout == "exact"
+    check_invariant(tok, single, U.encode_chat(tok, single))
 
 
 def test_turn_without_end_of_turn_token_refused():
@@ -389,7 +427,7 @@ def test_turn_without_end_of_turn_token_refused():
     tok = build_tokenizer(template + "<|system|><|user|><|assistant|>", corpus=[t for pair in TURNS for t in pair])
     tok.chat_template = template
     with pytest.raises(ChatTemplateError, match="end-of-turn"):
-        T.tokenize_conversation(tok, chat())
+        U.tokenize_conversation(tok, chat())
 
 
 def test_system_role_refused_with_clear_error():
@@ -397,19 +435,19 @@ def test_system_role_refused_with_clear_error():
     tok = build_tokenizer(gemma, bos="<bos>", eos="<eos>", corpus=[t for pair in TURNS for t in pair])
     tok.chat_template = gemma
     with pytest.raises(ChatTemplateError, match="does not support a system role"):
-        T.tokenize_conversation(tok, chat(system=True))
-    assert len(trained_segments(tok, T.tokenize_conversation(tok, chat(system=False)))) == 3
+        U.tokenize_conversation(tok, chat(system=True))
+    assert len(trained_segments(tok, U.tokenize_conversation(tok, chat(system=False)))) == 3
 
 
 def test_template_cannot_render_is_refused():
     template = "{{ raise_exception('Conversation roles must alternate') }}"
     with pytest.raises(ChatTemplateError, match="failed to render"):
-        T.tokenize_conversation(_tok(template), chat())
+        U.tokenize_conversation(_tok(template), chat())
 
 
 def test_no_assistant_turn_is_an_error():
     with pytest.raises(ValueError, match="no assistant"):
-        T.tokenize_conversation(_tok(CHATML_TOKENS), [{"role": "user", "content": "hi"}])
+        U.tokenize_conversation(_tok(CHATML_TOKENS), [{"role": "user", "content": "hi"}])
 
 
 # ---- train_on_prompt, BOS, prompt rendering ------------------------------------------------------------------------
@@ -417,9 +455,9 @@ def test_no_assistant_turn_is_an_error():
 
 def test_train_on_prompt_trains_everything():
     tok = _tok(CHATML_TOKENS)
-    got = T.tokenize_conversation(tok, chat(), train_on_prompt=True)
+    got = U.tokenize_conversation(tok, chat(), train_on_prompt=True)
     assert got["labels"] == got["input_ids"]
-    assert got["input_ids"] == T.tokenize_conversation(tok, chat())["input_ids"]
+    assert got["input_ids"] == U.tokenize_conversation(tok, chat())["input_ids"]
 
 
 def test_template_bos_not_doubled():
@@ -433,18 +471,31 @@ def test_template_bos_not_doubled():
         single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos_id)]
     )
     tok.chat_template = llama3
-    got = T.tokenize_conversation(tok, chat())
-    assert got["input_ids"].count(bos_id) == 1 and got["input_ids"][0] == bos_id
-    assert trained_segments(tok, got) == [a + "<|eot_id|>" for _, a in TURNS]
+    encoding = U.encode_chat(tok, chat())  # expanded: this toy vocabulary re-splits "\n\n" (see llama_like)
+    check_invariant(tok, chat(), encoding)
+    for example in encoding.examples:
+        assert example["input_ids"].count(bos_id) == 1 and example["input_ids"][0] == bos_id
+    trained = [segment for example in encoding.examples for segment in trained_segments(tok, example)]
+    assert trained == [a + "<|eot_id|>" for _, a in TURNS]
 
 
-def test_render_prompt_and_split_prompt_completion():
+def test_render_prompt_and_encode_prompt_replies():
     tok = _tok(CHATML_TOKENS)
     prompt = chat()[:-1]
     assert T.render_prompt(tok, prompt).endswith("<|im_start|>user\nThanks, bye.<|im_end|>\n<|im_start|>assistant\n")
-    p, c = T.split_prompt_completion(tok, prompt, chat()[-1:])
-    assert p == T.render_prompt(tok, prompt)
-    assert c == "Goodbye, café friend!<|im_end|>"
+    encoded = U.encode_prompt_replies(tok, prompt, chat()[-1:])
+    assert encoded.prompt_ids == tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=False)
+    assert [tok.decode(ids) for ids in encoded.replies] == ["Goodbye, café friend!<|im_end|>"]
+
+
+def test_pair_prompts_need_not_be_prefix_stable():
+    """DPO and reward prompts are whatever inference renders: a history-rewriting template is fine for pairs."""
+    tok = _tok(HISTORY_REWRITING)
+    prompt = chat()[:-1]
+    encoded = U.encode_prompt_replies(tok, prompt, [chat()[-1], {"role": "assistant", "content": "Bye."}])
+    assert encoded.prompt_ids == tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=False)
+    assert "[earlier]" in tok.decode(encoded.prompt_ids)
+    assert [tok.decode(ids) for ids in encoded.replies] == ["Goodbye, café friend!<|im_end|>", "Bye.<|im_end|>"]
 
 
 # ---- choosing templates --------------------------------------------------------------------------------------------
@@ -487,7 +538,7 @@ def test_set_chat_template_missing_special_tokens():
     assert len(tok) == n
     T.set_chat_template(tok, "chatml", add_missing_tokens=True)
     assert len(tok) == n + 2 and T.missing_special_tokens(tok, "chatml") == []
-    assert tok.convert_tokens_to_ids("<|im_end|>") in T._special_ids(tok)
-    assert trained_segments(tok, T.tokenize_conversation(tok, chat())) == [a + "<|im_end|>" for _, a in TURNS]
+    assert tok.convert_tokens_to_ids("<|im_end|>") in U.special_token_ids(tok)
+    assert trained_segments(tok, U.tokenize_conversation(tok, chat())) == [a + "<|im_end|>" for _, a in TURNS]
     # zephyr needs no new tokens: its end-of-turn token is the tokenizer's eos
     assert T.missing_special_tokens(tok, "zephyr") == []

@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM
 from alignment.configs import DataArguments, ModelArguments
 from alignment.data import InvalidRowError, load_mixture
 from alignment.parser import RecipeParser
-from alignment.templates import IGNORE_INDEX, render_prompt
+from alignment.templates import render_prompt
+from alignment.turns import IGNORE_INDEX
 from alignment.value import (
     Q_IGNORE,
     VALUE_HEAD_NAME,
