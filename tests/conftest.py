@@ -97,6 +97,16 @@ def tiny_tokenizer(tiny_world):
 
 # Real vocabularies (pip-shipped artefacts, `tests/real_tokenizers.py`) on tiny random models, for the stages' runs.
 REAL_WORLD_ROWS = {"train": 16, "test": 8}
+# The tiny random body both real-vocabulary models share: the vocabulary's embeddings dominate its size.
+TINY_BODY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": True,
+}
 
 
 @pytest.fixture(scope="session")
@@ -129,16 +139,7 @@ def mistral_world(tiny_world, real_tokenizer_cache, tmp_path_factory) -> Path:
     from tests.real_tokenizers import build
 
     torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=32000,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-    )
+    config = MistralConfig(vocab_size=32000, **TINY_BODY)
     root = _real_world(
         tmp_path_factory.mktemp("mistral"),
         build("mistral-7b-v0.1", real_tokenizer_cache),
@@ -168,15 +169,5 @@ def qwen_world(tiny_world, real_tokenizer_cache, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     tokenizer = build("qwen3", real_tokenizer_cache)
     tokenizer.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text()
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-    )
+    config = Qwen3Config(vocab_size=len(tokenizer), head_dim=8, **TINY_BODY)
     return _real_world(tmp_path_factory.mktemp("qwen3"), tokenizer, Qwen3ForCausalLM(config), tiny_world)

@@ -95,7 +95,8 @@ class DataArguments:
             "help": "When one token sequence cannot hold every assistant turn of a chat in its inference context "
             "(templates that rewrite history, such as Qwen3 dropping earlier turns' reasoning): `expand` trains each "
             "turn in its own example (the count is logged), `last_turn` trains the last assistant turn only, "
-            "`refuse` stops on such a chat (or drops it with `skip_invalid_rows`). See `alignment/turns.py`."
+            "`refuse` stops on such a chat (or drops it with `skip_invalid_rows`). SFT only: preference pairs and "
+            "value traces need only their prompt's inference ids. See `alignment/turns.py`."
         },
     )
     seed: int = field(default=42, metadata={"help": "Seed for source subsampling and the held-out split."})

@@ -62,8 +62,8 @@ class InvalidRowError(ValueError):
     def __init__(self, source: str, split: str, row: int, reason: str):
         self.source, self.split, self.row, self.reason = source, split, row, reason
         super().__init__(
-            f"{source} (split '{split}') row {row}: {reason}. Fix the data, or set `skip_invalid_rows: true` to drop "
-            "such rows and log a count per reason."
+            f"{source} (split '{split}') row {row}: {str(reason).rstrip('.')}. Fix the data, or set "
+            "`skip_invalid_rows: true` to drop such rows and log a count per reason."
         )
 
 
