@@ -52,6 +52,7 @@ def run_cli(main: Callable[[], object]) -> None:
     """
     try:
         main()
+        _release_process_group()
     except Exception as err:
         kind = _user_error_kind(err)
         if kind is None or _debug():
@@ -62,6 +63,20 @@ def run_cli(main: Callable[[], object]) -> None:
         elif (_env_int("WORLD_SIZE") or 1) > 1:
             time.sleep(NON_MAIN_RANK_EXIT_DELAY_S)
         sys.exit(USER_ERROR_EXIT_STATUS)
+
+
+def _release_process_group() -> None:
+    """Tear down the distributed process group a multi-process run created, before the interpreter exits.
+
+    Left to interpreter shutdown, a gloo group's threads can be destroyed while still joinable, and a rank that has
+    finished and saved everything then aborts ("terminate called without an active exception", exit -6), failing
+    the launch. PyTorch asks every program to call `destroy_process_group` itself, once every rank is done.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every rank has finished (rank 0 saves last): none tears the group down under another
+        dist.destroy_process_group()
 
 
 def _user_error_kind(err: Exception) -> str | None:
