@@ -12,6 +12,7 @@ flash attention (`sdpa`), bf16 (fp32), tensorboard (none), 12 data processes (1)
 import hashlib
 import json
 import math
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,8 @@ def fingerprint(**fields: list[int]) -> str:
     return digest.hexdigest()[:16]
 
 
-def checked_examples(world: Path, name: str, stage: str) -> set[str]:
+@cache  # the data test and the training test of a stage check the same rows once
+def checked_examples(world: Path, name: str, stage: str) -> frozenset[str]:
     """Tokenize the stage's train split as the script does, check every row against the invariant, and return the
     fingerprints of the examples (so a run can be shown to train exactly these)."""
     tokenizer = world_tokenizer(world, name)
@@ -80,7 +82,7 @@ def checked_examples(world: Path, name: str, stage: str) -> set[str]:
         assert data.to_list() == expected
         # Qwen3 renders an earlier turn without the empty think block its last turn gets: every 2-turn chat expands.
         assert report.expanded_rows == (len(rows) if name == "qwen3" else 0)
-        return {fingerprint(input_ids=example["input_ids"]) for example in expected}
+        return frozenset(fingerprint(input_ids=example["input_ids"]) for example in expected)
     if stage in ("dpo", "rm"):
         if stage == "dpo":
             data, _ = tokenize_preferences(rows, tokenizer, max_length=256, max_prompt_length=None)
@@ -103,7 +105,7 @@ def checked_examples(world: Path, name: str, stage: str) -> set[str]:
                 assert sequences == [expected[side][0] + expected[side][1] for side in ("chosen", "rejected")]
             # Both trainers batch a pair as two rows, prompt + chosen and prompt + rejected.
             fingerprints.update(fingerprint(input_ids=sequence) for sequence in sequences)
-        return fingerprints
+        return frozenset(fingerprints)
     data, _ = tokenize_traces(rows, tokenizer, max_length=256)
     for row, example in zip(rows, data, strict=True):
         trace = to_trace(row)
@@ -115,7 +117,7 @@ def checked_examples(world: Path, name: str, stage: str) -> set[str]:
         for end, step in zip(ends, trace.steps, strict=True):  # each step ends where prompt + steps so far end
             text += step.strip() + "\n"
             assert example["input_ids"][: end + 1] == tokenizer(text, add_special_tokens=False)["input_ids"]
-    return {fingerprint(input_ids=example["input_ids"]) for example in data}
+    return frozenset(fingerprint(input_ids=example["input_ids"]) for example in data)
 
 
 @pytest.mark.parametrize("stage", ["sft", "dpo", "rm", "value"])

@@ -79,7 +79,6 @@ class ChatEncoding:
     """The training examples of one chat (``{"input_ids", "labels"}`` each) and how they were obtained."""
 
     examples: list[dict[str, list[int]]]
-    turns: int
     # "exact": one sequence holds every turn; "expanded": several examples; "last_turn": earlier turns not trained.
     layout: Literal["exact", "expanded", "last_turn"]
 
@@ -309,7 +308,7 @@ def encode_chat(
     full_text = render_chat(tokenizer, messages, add_generation_prompt=False, template_kwargs=template_kwargs)
     full_ids = inference_ids(tokenizer, full_text)
     if train_on_prompt:
-        return ChatEncoding([{"input_ids": full_ids, "labels": list(full_ids)}], 0, "exact")
+        return ChatEncoding([{"input_ids": full_ids, "labels": list(full_ids)}], "exact")
     if not any(m.get("role") == "assistant" for m in messages):
         raise ValueError("The conversation has no assistant message: nothing to train on.")
     turns = assistant_turns(tokenizer, messages, template_kwargs=template_kwargs)
@@ -322,7 +321,7 @@ def encode_chat(
         pending = [turn for turn in pending if turn not in members]
         examples.append(_labelled(sequence, members))
     if len(examples) == 1:
-        return ChatEncoding(examples, len(turns), "exact")
+        return ChatEncoding(examples, "exact")
     if history_rewrite == "refuse":
         reason = _why_not_one_sequence(tokenizer, messages, turns, full_ids, template_kwargs)
         raise ChatTemplateError(
@@ -331,8 +330,8 @@ def encode_chat(
             kind="history rewritten",
         )
     if history_rewrite == "last_turn":
-        return ChatEncoding(examples[:1], len(turns), "last_turn")
-    return ChatEncoding(examples[::-1], len(turns), "expanded")
+        return ChatEncoding(examples[:1], "last_turn")
+    return ChatEncoding(examples[::-1], "expanded")
 
 
 def tokenize_conversation(
