@@ -83,7 +83,7 @@ if __name__ == "__main__":
         trainer = transformers.Trainer
         trainer._save_rng_state = _killing_on_call(trainer._save_rng_state, calls, after=False)
     if os.environ.get("PROBE_KEEP_CPU_SWITCH", "1") == "0":
-        alignment.configs._use_cpu_without_accelerator = lambda config: None
+        alignment.configs.use_cpu_without_accelerator = lambda config: None
     script, sys.argv = sys.argv[1], sys.argv[1:]
     sys.path.insert(0, str(Path(script).parent))
     runpy.run_path(script, run_name="__main__")

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import trl
+from transformers import TrainingArguments
 
 from alignment.turns import HISTORY_REWRITE_CHOICES
 
@@ -162,7 +163,7 @@ class OutputDirArguments:
     )
 
 
-def _use_cpu_without_accelerator(config) -> None:
+def use_cpu_without_accelerator(config: TrainingArguments) -> None:
     """Train on the CPU when the machine has no accelerator, whatever the recipe says.
 
     Without `use_cpu`, transformers refuses TRL's default `bf16` on a CPU machine, DeepSpeed's batch-size check fails
@@ -173,7 +174,7 @@ def _use_cpu_without_accelerator(config) -> None:
         logger.info("No accelerator found: training on the CPU (`use_cpu: true`)")
 
 
-def _refuse_overridden_trl_fields(config) -> None:
+def refuse_overridden_trl_fields(config: TrainingArguments) -> None:
     """Refuse TRL fields whose job the handbook does itself, so no recipe has two knobs for one thing."""
     if getattr(config, "assistant_only_loss", False):
         raise ValueError(
@@ -188,11 +189,23 @@ def _refuse_overridden_trl_fields(config) -> None:
 
 
 @dataclass
-class SFTConfig(trl.SFTConfig, OutputDirArguments):
-    """TRL's `SFTConfig`. The dataset reaches TRL already tokenized with its loss mask (`alignment.templates`), so
-    TRL's own template switches are refused rather than silently ignored."""
+class StageTrainingArguments(OutputDirArguments):
+    """The base of every stage's trainer config, listed first: `class DPOConfig(StageTrainingArguments,
+    trl.DPOConfig)`.
+
+    Adds `overwrite_output_dir` (`OutputDirArguments`) and runs the checks every stage needs before the trainer
+    config's own `__post_init__`: TRL switches the handbook replaces are refused (`refuse_overridden_trl_fields`) and
+    a machine without an accelerator trains on its CPU (`use_cpu_without_accelerator`). A stage config's own
+    `__post_init__` runs its checks, then calls `super().__post_init__()`, which lands here.
+    """
 
     def __post_init__(self):
-        _refuse_overridden_trl_fields(self)
-        _use_cpu_without_accelerator(self)
+        refuse_overridden_trl_fields(self)
+        use_cpu_without_accelerator(self)
         super().__post_init__()
+
+
+@dataclass
+class SFTConfig(StageTrainingArguments, trl.SFTConfig):
+    """TRL's `SFTConfig`. The dataset reaches TRL already tokenized with its loss mask (`alignment.templates`), so
+    TRL's own template switches are refused rather than silently ignored."""

@@ -42,9 +42,7 @@ from trl.trainer import dpo_trainer as trl_dpo_trainer
 
 from alignment.configs import (
     ModelArguments,
-    OutputDirArguments,
-    _refuse_overridden_trl_fields,
-    _use_cpu_without_accelerator,
+    StageTrainingArguments,
 )
 from alignment.model_utils import load_model, match_embeddings_to_tokenizer
 from alignment.preference_losses import (
@@ -55,7 +53,7 @@ from alignment.preference_losses import (
     orpo_loss,
     simpo_loss,
 )
-from alignment.preferences import PairLengthGroupedSampler, encode_pair
+from alignment.preferences import PairGroupedSamplerMixin, encode_pair
 from alignment.reliability import CrashSafeTrainerMixin
 from alignment.row_encoding import encode_rows
 
@@ -84,7 +82,7 @@ REWARD_METRIC_PREFIX = "rewards/"
 
 
 @dataclass
-class DPOConfig(trl.DPOConfig, OutputDirArguments):
+class DPOConfig(StageTrainingArguments, trl.DPOConfig):
     """TRL's `DPOConfig` plus what the Zephyr recipe and LLaMA-Factory's DPO workflow need and TRL 1.16 dropped.
 
     `loss_type` is one loss, or several of TRL's combined with `loss_weights` (MPO). `pref_ftx` is the one knob for
@@ -133,8 +131,6 @@ class DPOConfig(trl.DPOConfig, OutputDirArguments):
     )
 
     def __post_init__(self):
-        _refuse_overridden_trl_fields(self)
-        _use_cpu_without_accelerator(self)
         if isinstance(self.loss_type, str):
             self.loss_type = [self.loss_type]
         self._check_losses()
@@ -388,7 +384,7 @@ def _no_reference_model_loaded():
         yield
 
 
-class PreferenceTrainer(CrashSafeTrainerMixin, trl.DPOTrainer):
+class PreferenceTrainer(CrashSafeTrainerMixin, PairGroupedSamplerMixin, trl.DPOTrainer):
     """TRL's `DPOTrainer` on already tokenized pairs (`tokenize_preferences`), with the handbook's additions:
 
     * `orpo`, `simpo`, `kto_pair` and conservative DPO, computed by `alignment.preference_losses` (TRL computes the
@@ -426,24 +422,9 @@ class PreferenceTrainer(CrashSafeTrainerMixin, trl.DPOTrainer):
             )
         return dataset
 
-    def _get_train_sampler(self, train_dataset: Dataset | None = None):
-        """With `train_sampling_strategy: group_by_length`, pairs of similar width train together (`_pair_widths`),
-        grouped by the global batch, which the data loader then splits across processes: the same pairs per step on
-        any number of processes. transformers' own grouping reads an `input_ids` column these pairs do not have."""
-        if self.args.train_sampling_strategy != "group_by_length":
-            return super()._get_train_sampler(train_dataset)
-        args = self.args
-        global_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-        dataset = self.train_dataset if train_dataset is None else train_dataset
-        return PairLengthGroupedSampler(_pair_widths(dataset), global_batch, self._sampler_seed())
-
-    def _get_eval_sampler(self, eval_dataset: Dataset):
-        if self.args.train_sampling_strategy != "group_by_length":
-            return super()._get_eval_sampler(eval_dataset)
-        return PairLengthGroupedSampler(_pair_widths(eval_dataset), self.args.eval_batch_size, self._sampler_seed())
-
-    def _sampler_seed(self) -> int:
-        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+    def pair_widths(self, dataset: Dataset) -> list[int]:
+        """A pair's prompt plus its longer reply, what the collator pads both rows to (`PairGroupedSamplerMixin`)."""
+        return _pair_widths(dataset)
 
     def compute_ref_log_probs(self, model, inputs):
         self.reference_forward_passes += 1

@@ -46,13 +46,11 @@ from trl.trainer.reward_trainer import suppress_seqcls_warning
 from alignment.chat_data import padding_fraction
 from alignment.configs import (
     ModelArguments,
-    OutputDirArguments,
-    _refuse_overridden_trl_fields,
-    _use_cpu_without_accelerator,
+    StageTrainingArguments,
 )
 from alignment.data import RowProblem, conversation_problem
 from alignment.model_utils import is_adapter_folder
-from alignment.preferences import PairLengthGroupedSampler, encode_pair, preference_row_problem
+from alignment.preferences import PairGroupedSamplerMixin, encode_pair, preference_row_problem
 from alignment.reliability import CrashSafeTrainerMixin
 from alignment.row_encoding import encode_rows
 from alignment.templates import ChatTemplateError
@@ -71,7 +69,7 @@ REWARD_STATISTICS = (
 
 
 @dataclass
-class RewardConfig(trl.RewardConfig, OutputDirArguments):
+class RewardConfig(StageTrainingArguments, trl.RewardConfig):
     """TRL's `RewardConfig`. The handbook tokenizes pairs itself (`tokenize_pairs`) and loads the model itself
     (`alignment.model_utils.load_model`), so TRL's switches for those jobs are refused rather than silently ignored.
 
@@ -88,8 +86,6 @@ class RewardConfig(trl.RewardConfig, OutputDirArguments):
     )
 
     def __post_init__(self):
-        _refuse_overridden_trl_fields(self)
-        _use_cpu_without_accelerator(self)
         if self.train_sampling_strategy == "batch_rebalance":
             raise ValueError(
                 "`train_sampling_strategy: batch_rebalance` balances single sequences, not pairs. Use "
@@ -249,7 +245,7 @@ def reward_statistics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str,
     }
 
 
-class PairwiseRewardTrainer(CrashSafeTrainerMixin, RewardTrainer):
+class PairwiseRewardTrainer(CrashSafeTrainerMixin, PairGroupedSamplerMixin, RewardTrainer):
     """TRL's `RewardTrainer` (model set-up, pair collator, loss, centering, saving) with length-grouped pair batches
     and exact reward statistics in every train and eval log."""
 
@@ -259,24 +255,22 @@ class PairwiseRewardTrainer(CrashSafeTrainerMixin, RewardTrainer):
         self._pair_rewards: dict[str, list[torch.Tensor]] = defaultdict(list)
         super().__init__(*args, **kwargs)
 
-    def _sampler_seed(self) -> int:
-        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+    def pair_widths(self, dataset: Dataset) -> list[int]:
+        """The longer of a pair's chosen and rejected sequences, what the collator pads both to."""
+        chosen, rejected = pair_token_lengths(dataset)
+        return [max(c, r) for c, r in zip(chosen, rejected, strict=True)]
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        """The sampler of `PairGroupedSamplerMixin`, after logging the padding fraction of the first
+        `report_padding_batches` batches with and without length grouping."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
         chosen, rejected = pair_token_lengths(dataset)
-        lengths = [max(c, r) for c, r in zip(chosen, rejected, strict=True)]
-        # Grouped by the global batch, which the data loader then splits across processes: the same pairs are
-        # trained together at each step whatever the number of processes.
-        global_batch = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
-        grouped_sampler = PairLengthGroupedSampler(lengths, global_batch, self._sampler_seed())
         shown = self.args.report_padding_batches * self.args.per_device_train_batch_size
-        grouped = list(grouped_sampler)[:shown]
-        shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(self._sampler_seed()))[:shown]
+        grouped = list(self.grouped_train_sampler(dataset))[:shown]
+        shuffled = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(self.sampler_seed()))[:shown]
         batch = self.args.per_device_train_batch_size
         with_grouping = pair_padding_fraction(chosen, rejected, grouped, batch)
         without = pair_padding_fraction(chosen, rejected, shuffled.tolist(), batch)
-        use_grouping = self.args.train_sampling_strategy == "group_by_length"
         logger.info(
             "Padding fraction of train batches (%d pairs each, first %d pairs): %.3f with length grouping, %.3f "
             "without (random order); training %s length grouping",
@@ -284,16 +278,9 @@ class PairwiseRewardTrainer(CrashSafeTrainerMixin, RewardTrainer):
             len(grouped),
             with_grouping,
             without,
-            "with" if use_grouping else "without",
+            "with" if self.args.train_sampling_strategy == "group_by_length" else "without",
         )
-        return grouped_sampler if use_grouping else super()._get_train_sampler(train_dataset)
-
-    def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
-        if self.args.train_sampling_strategy != "group_by_length":
-            return super()._get_eval_sampler(eval_dataset)
-        chosen, rejected = pair_token_lengths(eval_dataset)
-        lengths = [max(c, r) for c, r in zip(chosen, rejected, strict=True)]
-        return PairLengthGroupedSampler(lengths, self.args.eval_batch_size, self._sampler_seed())
+        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """TRL's loss (and its reward min/mean/max); the pair rewards are also kept for `reward_statistics`."""

@@ -70,9 +70,7 @@ from trl import get_peft_config
 
 from alignment.configs import (
     ModelArguments,
-    OutputDirArguments,
-    _refuse_overridden_trl_fields,
-    _use_cpu_without_accelerator,
+    StageTrainingArguments,
 )
 from alignment.data import RowProblem, conversation_problem
 from alignment.model_utils import load_model, match_embeddings_to_tokenizer
@@ -91,7 +89,7 @@ VALUE_LOSS_EPS = 1e-3
 
 
 @dataclass
-class ValueConfig(TrainingArguments, OutputDirArguments):
+class ValueConfig(StageTrainingArguments, TrainingArguments):
     """`transformers.TrainingArguments` plus the value stage's fields.
 
     Not TRL's `SFTConfig`: the value trainer is a `Trainer` subclass with its own tokenization, collator and loss, so
@@ -126,10 +124,6 @@ class ValueConfig(TrainingArguments, OutputDirArguments):
     )
 
     def __post_init__(self):
-        # TrainingArguments has none of TRL's template switches, so the parser already refuses them as unknown keys;
-        # the call keeps the stage configs on one policy if the base class ever changes.
-        _refuse_overridden_trl_fields(self)
-        _use_cpu_without_accelerator(self)
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"`max_length: {self.max_length}`: must be at least 2 tokens, or null for no cut.")
         if not (math.isfinite(self.value_loss_weight) and self.value_loss_weight > 0):

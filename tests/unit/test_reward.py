@@ -11,8 +11,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from alignment.configs import ModelArguments
+from alignment.preferences import PairLengthGroupedSampler
 from alignment.reward import (
-    PairLengthGroupedSampler,
     PairwiseRewardTrainer,
     RewardConfig,
     pair_padding_fraction,
