@@ -24,14 +24,15 @@ $(INSTALLED): setup.py
 	touch $@
 
 $(TINY)/base/config.json: | $(INSTALLED)
-	$(PY) -m alignment.synthetic build --output_dir $(TINY)
+	$(PY) -m tiny_world build --output_dir $(TINY)
 
 demo: install $(TINY)/base/config.json
 	$(PY) scripts/run_pipeline.py recipes/tiny/pipeline.yaml
-	$(PY) -m alignment.synthetic evaluate outputs/tiny/sft --data $(TINY)/sft/test.jsonl --baseline $(TINY)/base
+	$(PY) -m tiny_world evaluate outputs/tiny/sft --data $(TINY)/sft/test.jsonl --baseline $(TINY)/base
 	$(PY) scripts/run_eval.py --baseline outputs/tiny/sft --candidate outputs/tiny/dpo \
-		--prompts $(TINY)/dpo/test.jsonl --judge outputs/tiny/rm --rule arithmetic --pairs $(TINY)/rm/test.jsonl \
-		--value_model outputs/tiny/value --steps $(TINY)/value/test.jsonl --output outputs/tiny/eval.json
+		--prompts $(TINY)/dpo/test.jsonl --judge outputs/tiny/rm --rule tiny_world.arithmetic:answer_is_correct \
+		--pairs $(TINY)/rm/test.jsonl --value_model outputs/tiny/value --steps $(TINY)/value/test.jsonl \
+		--output outputs/tiny/eval.json
 
 test: install
 	$(PY) -m pytest tests -q -p no:cacheprovider

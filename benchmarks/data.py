@@ -1,7 +1,7 @@
 """Mixed-length synthetic data for the benchmarks: chats, preference pairs and step traces whose message lengths are
 log-normal, the long-tailed shape of real chat data (UltraChat, UltraFeedback), capped so nothing is ever truncated.
 
-Every length here is in tokens of the benchmark tokenizer (`alignment.synthetic`'s byte-level BPE with the zephyr
+Every length here is in tokens of the benchmark tokenizer (`tiny_world`'s byte-level BPE with the zephyr
 template). Text is drawn word by word, Zipf-weighted, from a fixed list of English words plus the tokenizer's own
 whole-word tokens, counting each word's tokens as it goes, so a message of n tokens costs n tokens to the model.
 Byte-level BPE has no unknown token, and none of these words needs one.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from alignment.synthetic import STYLE_FLAW
+from tiny_world import STYLE_FLAW
 
 WORDS = (
     "the of and to a in is you that it he was for on are as with his they I at be this have from or one had by word "

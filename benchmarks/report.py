@@ -327,7 +327,7 @@ def method_lines(summaries: list[Summary], settings: Settings, world: dict[str, 
     """What was trained on what, and how it was measured."""
     return [
         f"- Model: Llama {settings.hidden_size}-d x {settings.num_layers} layers, {world['num_parameters']:,} "
-        f"parameters, random init, over `alignment.synthetic`'s tokenizer; max_length {settings.max_length}.",
+        f"parameters, random init, over `tiny_world`'s tokenizer; max_length {settings.max_length}.",
         f"- Data (`benchmarks/data.py`): log-normal message lengths, nothing longer than max_length; "
         f"{settings.sft_rows} SFT chats of 1-3 exchanges (mean {world['mean_chat_tokens']:.0f} tokens), "
         f"{settings.dpo_rows} DPO pairs, {settings.rm_rows} RM pairs, {settings.value_rows} value traces, "

@@ -1,9 +1,9 @@
 """One benchmark run: build one configuration's trainer exactly as its user would, train, and measure.
 
-Ours mirror `scripts/run_*.py` step by step (strict recipe parse and tokenizer with template through `start_run`,
-`load_mixture`, the stage's tokenizer, `load_model`, the handbook trainer), stopping where the scripts go on to
-save: the recipe is written to the run folder as YAML, so what is timed is what `python scripts/run_*.py recipe.yaml`
-trains. The baselines use TRL as its documentation shows: the trainer given the model path and the raw rows.
+Ours are built by the stage units the scripts run (`alignment.stages.STAGES`): the recipe is written to the run
+folder as YAML and taken through the stage's own steps (`start`, `load_data`, `load_model`, `build_trainer`), stopping
+where `Stage.run` goes on to save, so what is timed is what `python scripts/run_*.py recipe.yaml` trains. The
+baselines use TRL as its documentation shows: the trainer given the model path and the raw rows.
 Every trainer gets a `StepMeter` (`benchmarks.measure`); the run ends with one quality figure per stage, so that
 speed is never bought with worse learning: held-out assistant-token loss (SFT), held-out preference accuracy (DPO,
 RM) and held-out value AUROC (value).
@@ -24,38 +24,15 @@ import datasets
 import torch
 import trl
 import yaml
-from transformers import AutoModelForSequenceClassification, set_seed
-from trl import get_peft_config
-from trl.trainer.reward_trainer import suppress_seqcls_warning
+from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 
-from alignment.chat_data import tokenize_chats
-from alignment.configs import DataArguments, ModelArguments, SFTConfig
-from alignment.data import load_mixture, sft_row_problem
-from alignment.dpo import DPOConfig, PreferenceTrainer, load_reference_model, tokenize_preferences
-from alignment.model_utils import load_model, match_embeddings_to_tokenizer
-from alignment.preferences import preference_row_problem
-from alignment.reward import (
-    PairwiseRewardTrainer,
-    RewardConfig,
-    reward_peft_config,
-    reward_row_problem,
-    tokenize_pairs,
-)
-from alignment.run_utils import set_generation_eos, start_run
-from alignment.sft import SFTTrainer
-from alignment.synthetic import held_out_loss, read_jsonl
-from alignment.turns import end_of_turn_token_ids
-from alignment.value import ValueConfig, ValueTrainer, build_value_model, tokenize_traces, value_row_problem
+from alignment.data import read_rows
+from alignment.stages import STAGES
 from benchmarks.configs import CONFIGURATIONS, Configuration, Settings
 from benchmarks.measure import StepMeter, Stopwatch, metered, model_flops_utilization, peak_flops, peak_memory_mb
 from benchmarks.world import World, build_world
+from tiny_world.evaluation import held_out_loss
 
-RECIPE_DATACLASSES = {
-    "sft": (ModelArguments, DataArguments, SFTConfig),
-    "dpo": (ModelArguments, DataArguments, DPOConfig),
-    "rm": (ModelArguments, DataArguments, RewardConfig),
-    "value": (ModelArguments, DataArguments, ValueConfig),
-}
 RESULT_FILE = "result.json"
 
 
@@ -98,11 +75,18 @@ def baseline_model_kwargs(device: str) -> dict[str, Any]:
     }
 
 
-def start_handbook_run(
-    configuration: Configuration, settings: Settings, world: World, device: str, run_dir: Path, **keys: Any
-):
-    """Write the configuration's recipe (plus run-specific `keys`) to `run_dir/recipe.yaml` and parse it as the
-    stage's script does."""
+def handbook_trainer(
+    configuration: Configuration,
+    settings: Settings,
+    world: World,
+    device: str,
+    run_dir: Path,
+    meter: StepMeter,
+    **keys: Any,
+) -> tuple[Trainer, PreTrainedTokenizerBase, Stopwatch]:
+    """The configuration's trainer as its script builds it: its recipe (plus run-specific `keys`) written to
+    `run_dir/recipe.yaml`, then the stage's own steps, with `meter` among the callbacks of a metered trainer class.
+    Returns the trainer, its tokenizer, and a stopwatch started once the recipe is parsed (before the data)."""
     recipe = {
         "model_name_or_path": world.model_dir,
         "dtype": "bfloat16" if device == "cuda" else "float32",
@@ -111,7 +95,7 @@ def start_handbook_run(
         "dataset_mixer": {str(Path(world.data_dir, configuration.stage)): 1.0},
         "dataset_splits": ["train", "test"],
         "max_length": settings.max_length,
-        "do_eval": True,  # the scripts pass the test split to the trainer only then; the stage's quality needs it
+        "do_eval": True,  # the stages pass the test split to the trainer only then; the stage's quality needs it
         **shared_arguments(settings, configuration.stage, device, run_dir / "output"),
         **configuration.recipe,
         **keys,
@@ -120,7 +104,14 @@ def start_handbook_run(
         recipe["per_device_train_batch_size"] = world.packs_per_batch
     path = run_dir / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return start_run(RECIPE_DATACLASSES[configuration.stage], [str(path)])
+    stage = STAGES[configuration.stage]
+    parsed, tokenizer = stage.start([str(path)])
+    stopwatch = Stopwatch()
+    data = stage.load_data(parsed, tokenizer)
+    model = stage.load_model(parsed, tokenizer)
+    trainer_class = metered(stage.trainer_class)
+    trainer = stage.build_trainer(parsed, tokenizer, data, model, callbacks=[meter], trainer_class=trainer_class)
+    return trainer, tokenizer, stopwatch
 
 
 def raw_split(world: World, stage: str, split: str) -> datasets.Dataset:
@@ -131,7 +122,7 @@ def raw_split(world: World, stage: str, split: str) -> datasets.Dataset:
 def train_sft(
     configuration: Configuration, settings: Settings, world: World, device: str, run_dir: Path, meter: StepMeter
 ) -> dict[str, Any]:
-    """One epoch of SFT; held-out loss per assistant token (`alignment.synthetic.held_out_loss`, the same masks for
+    """One epoch of SFT; held-out loss per assistant token (`tiny_world.evaluation.held_out_loss`, the same masks for
     every configuration, whatever tokens it trained on)."""
     if configuration.baseline:
         args = trl.SFTConfig(
@@ -143,26 +134,9 @@ def train_sft(
         )
         tokenizer = trainer.processing_class
     else:
-        (model_args, data_args, args), tokenizer = start_handbook_run(configuration, settings, world, device, run_dir)
-        raw = load_mixture(data_args, validate_row=sft_row_problem, required_columns=["messages"])
-        train, _ = tokenize_chats(
-            raw["train"], tokenizer, max_length=args.max_length, train_on_prompt=data_args.train_on_prompt
-        )
-        if args.padding_free and not args.packing:  # as run_sft.py: chats are cut already, TRL refuses max_length
-            args.max_length = None
-        model = load_model(model_args, gradient_checkpointing=args.gradient_checkpointing)
-        match_embeddings_to_tokenizer(model, tokenizer)
-        set_generation_eos(model, tokenizer, end_of_turn_token_ids(tokenizer))
-        trainer = metered(SFTTrainer)(
-            model=model,
-            args=args,
-            train_dataset=train,
-            processing_class=tokenizer,
-            peft_config=get_peft_config(model_args),
-            callbacks=[meter],
-        )
+        trainer, tokenizer, _ = handbook_trainer(configuration, settings, world, device, run_dir, meter)
     trainer.train()
-    held_out = read_jsonl(Path(world.data_dir, "sft", "test.jsonl"))
+    held_out = read_rows(Path(world.data_dir, "sft", "test.jsonl"))
     return {"held_out_loss": held_out_loss(trainer.model, tokenizer, held_out, batch_size=settings.batch_size)}
 
 
@@ -186,29 +160,8 @@ def train_dpo(
         )
     else:
         # A cache of the run's own: every run pays for its one reference pass, as a first run does.
-        (model_args, data_args, args), tokenizer = start_handbook_run(
-            configuration, settings, world, device, run_dir, ref_logps_cache_dir=str(run_dir / "ref_logps")
-        )
-        raw = load_mixture(data_args, validate_row=preference_row_problem, required_columns=["chosen", "rejected"])
-        stopwatch = Stopwatch()
-        splits = {
-            split: tokenize_preferences(
-                raw[split], tokenizer, max_length=args.max_length, max_prompt_length=args.max_prompt_length
-            )[0]
-            for split in ("train", "test")
-        }
-        model = load_model(model_args, gradient_checkpointing=args.gradient_checkpointing)
-        match_embeddings_to_tokenizer(model, tokenizer)
-        set_generation_eos(model, tokenizer, end_of_turn_token_ids(tokenizer))
-        trainer = metered(PreferenceTrainer)(
-            model=model,
-            ref_model=load_reference_model(model_args, args, tokenizer),
-            args=args,
-            train_dataset=splits["train"],
-            eval_dataset=splits["test"],
-            processing_class=tokenizer,
-            peft_config=get_peft_config(model_args),
-            callbacks=[meter],
+        trainer, _, stopwatch = handbook_trainer(
+            configuration, settings, world, device, run_dir, meter, ref_logps_cache_dir=str(run_dir / "ref_logps")
         )
     eval_wall, eval_cpu = meter.reference_pass_seconds.get("eval", (0.0, 0.0))
     setup = stopwatch.elapsed()[0] - eval_wall
@@ -242,27 +195,7 @@ def train_rm(
             callbacks=[meter],
         )
     else:
-        (model_args, data_args, args), tokenizer = start_handbook_run(configuration, settings, world, device, run_dir)
-        raw = load_mixture(data_args, validate_row=reward_row_problem, required_columns=["chosen", "rejected"])
-        splits = {split: tokenize_pairs(raw[split], tokenizer, max_length=args.max_length) for split in raw}
-        set_seed(args.seed)  # as run_rm.py: the new score head is initialised from the seed
-        with suppress_seqcls_warning():
-            model = load_model(
-                model_args,
-                gradient_checkpointing=args.gradient_checkpointing,
-                model_class=AutoModelForSequenceClassification,
-                num_labels=1,
-            )
-        match_embeddings_to_tokenizer(model, tokenizer)
-        trainer = metered(PairwiseRewardTrainer)(
-            model=model,
-            args=args,
-            train_dataset=splits["train"],
-            eval_dataset=splits["test"],
-            processing_class=tokenizer,
-            peft_config=reward_peft_config(model_args),
-            callbacks=[meter],
-        )
+        trainer, _, _ = handbook_trainer(configuration, settings, world, device, run_dir, meter)
     trainer.train()
     return {"preference_accuracy": trainer.evaluate()["eval_accuracy"]}
 
@@ -271,24 +204,7 @@ def train_value(
     configuration: Configuration, settings: Settings, world: World, device: str, run_dir: Path, meter: StepMeter
 ) -> dict[str, Any]:
     """One epoch of value training (SFT + per-step Q, ours only: TRL has no value trainer); held-out value AUROC."""
-    (model_args, data_args, args), tokenizer = start_handbook_run(configuration, settings, world, device, run_dir)
-    raw = load_mixture(data_args, validate_row=value_row_problem, required_columns=["prompt"])
-    splits = {
-        split: tokenize_traces(
-            raw[split], tokenizer, max_length=args.max_length, train_on_prompt=data_args.train_on_prompt
-        )[0]
-        for split in raw
-    }
-    model = build_value_model(model_args, args, tokenizer)
-    set_generation_eos(model.body, tokenizer, end_of_turn_token_ids(tokenizer))
-    trainer = metered(ValueTrainer)(
-        model=model,
-        args=args,
-        train_dataset=splits["train"],
-        eval_dataset=splits["test"],
-        processing_class=tokenizer,
-        callbacks=[meter],
-    )
+    trainer, _, _ = handbook_trainer(configuration, settings, world, device, run_dir, meter)
     trainer.train()
     return {"value_auroc": trainer.evaluate()["eval_auroc"]}
 

@@ -1,5 +1,5 @@
 """The benchmark's offline world, built once per run and shared by every configuration: a randomly initialised Llama
-sized for the settings over `alignment.synthetic`'s tokenizer, saved to a folder (the trainers, and DPO's reference,
+sized for the settings over `tiny_world`'s tokenizer, saved to a folder (the trainers, and DPO's reference,
 load it from that path), and the mixed-length data of `benchmarks.data` as JSON Lines splits.
 """
 
@@ -14,10 +14,10 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl.data_utils import pack_dataset
 
-from alignment.synthetic import build_model, build_tiny_world, write_jsonl_splits
 from alignment.turns import tokenize_conversation
 from benchmarks.configs import Settings
 from benchmarks.data import chat_rows, preference_rows, trace_rows
+from tiny_world import build_model, build_tiny_world, write_jsonl_splits
 
 WORLD_FILE = "world.json"
 

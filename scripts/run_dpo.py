@@ -22,67 +22,11 @@ values, `InvalidRowError` for a bad pair (prompts differ, chosen equals rejected
 `skip_invalid_rows: true`), `ChatTemplateError` for rows the template cannot split into prompt and reply.
 """
 
-from functools import partial
-
-from trl import get_peft_config
-
 from alignment.cli import run_cli
-from alignment.configs import DataArguments, ModelArguments
-from alignment.data import load_mixture
-from alignment.dpo import DPOConfig, PreferenceTrainer, load_reference_model, tokenize_preferences
-from alignment.model_utils import load_model, match_embeddings_to_tokenizer
-from alignment.preferences import preference_row_problem
-from alignment.run_utils import (
-    save_and_card,
-    set_generation_eos,
-    start_run,
-    train_and_evaluate,
-)
-from alignment.turns import end_of_turn_token_ids
+from alignment.dpo import DPO as STAGE
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
-RECIPE_DATACLASSES = (ModelArguments, DataArguments, DPOConfig)
-
-
-def main() -> None:
-    (model_args, data_args, training_args), tokenizer = start_run(RECIPE_DATACLASSES)
-
-    raw = load_mixture(data_args, validate_row=preference_row_problem, required_columns=["chosen", "rejected"])
-    splits = {
-        split: tokenize_preferences(
-            raw[split],
-            tokenizer,
-            max_length=training_args.max_length,
-            max_prompt_length=training_args.max_prompt_length,
-            skip_invalid_rows=data_args.skip_invalid_rows,
-            source_of=partial(raw.source_of, split),
-            num_proc=training_args.dataset_num_proc,
-            split_name=split,
-        )[0]
-        for split in raw
-        if len(raw[split])
-    }
-
-    model = load_model(
-        model_args,
-        trust_remote_code=training_args.trust_remote_code,
-        gradient_checkpointing=training_args.gradient_checkpointing,
-    )
-    match_embeddings_to_tokenizer(model, tokenizer)
-    set_generation_eos(model, tokenizer, end_of_turn_token_ids(tokenizer))
-
-    trainer = PreferenceTrainer(
-        model=model,
-        ref_model=load_reference_model(model_args, training_args, tokenizer),
-        args=training_args,
-        train_dataset=splits["train"],
-        eval_dataset=splits.get("test") if training_args.eval_strategy != "no" or training_args.do_eval else None,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
-    train_and_evaluate(trainer)
-    save_and_card(trainer, dataset_names=data_args.source_names(), tags=["dpo", *training_args.loss_type])
-
+RECIPE_DATACLASSES = STAGE.recipe_dataclasses
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(STAGE.run)  # parse -> data -> model -> trainer -> train (resuming) -> save: `alignment.stage.Stage.run`

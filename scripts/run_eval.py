@@ -1,9 +1,12 @@
 """Compare two policies on held-out prompts, judged by a reward model and, where the task has one, by a rule.
 
     python scripts/run_eval.py --baseline outputs/tiny/sft --candidate outputs/tiny/dpo \
-        --prompts data/tiny/dpo/test.jsonl --judge outputs/tiny/rm --rule arithmetic \
+        --prompts data/tiny/dpo/test.jsonl --judge outputs/tiny/rm --rule tiny_world.arithmetic:answer_is_correct \
         --pairs data/tiny/rm/test.jsonl --value_model outputs/tiny/value --steps data/tiny/value/test.jsonl \
         --output outputs/tiny/eval.json
+
+`--rule` is any `package.module:function` that takes (prompt messages, reply) and returns True when the reply is
+right; the tiny demo's is `tiny_world.arithmetic:answer_is_correct`.
 
 Prints a table and writes every number (and a few example replies) to `output`.
 """
@@ -13,16 +16,16 @@ import logging
 from pathlib import Path
 
 from alignment.cli import run_cli
+from alignment.data import read_rows
 from alignment.evaluation import (
-    RULES,
     EvalArguments,
     compare_policies,
+    load_rule,
     prompts_from_rows,
     reward_model_accuracy,
     value_step_accuracy,
 )
 from alignment.parser import RecipeParser
-from alignment.synthetic import read_jsonl
 
 RECIPE_DATACLASSES = (EvalArguments,)
 
@@ -30,12 +33,13 @@ RECIPE_DATACLASSES = (EvalArguments,)
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (args,) = RecipeParser(RECIPE_DATACLASSES).parse()
-    prompts = prompts_from_rows(read_jsonl(args.prompts))[: args.max_prompts]
-    results = compare_policies(args.baseline, args.candidate, prompts, judge_dir=args.judge, rule=RULES.get(args.rule))
+    prompts = prompts_from_rows(read_rows(args.prompts))[: args.max_prompts]
+    rule = load_rule(args.rule) if args.rule else None
+    results = compare_policies(args.baseline, args.candidate, prompts, judge_dir=args.judge, rule=rule)
     if args.judge and args.pairs:
-        results["reward_model_accuracy"] = reward_model_accuracy(args.judge, read_jsonl(args.pairs))
+        results["reward_model_accuracy"] = reward_model_accuracy(args.judge, read_rows(args.pairs))
     if args.value_model:
-        results["value_step_sign_accuracy"] = value_step_accuracy(args.value_model, read_jsonl(args.steps))
+        results["value_step_sign_accuracy"] = value_step_accuracy(args.value_model, read_rows(args.steps))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2))
 

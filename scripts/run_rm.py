@@ -20,69 +20,11 @@ Errors: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malf
 token that ends sequences, `RuntimeError` for QLoRA without a GPU.
 """
 
-from functools import partial
-
-from transformers import AutoModelForSequenceClassification, set_seed
-from trl.trainer.reward_trainer import suppress_seqcls_warning
-
 from alignment.cli import run_cli
-from alignment.configs import DataArguments, ModelArguments
-from alignment.data import load_mixture
-from alignment.model_utils import load_model, match_embeddings_to_tokenizer
-from alignment.reward import (
-    PairwiseRewardTrainer,
-    RewardConfig,
-    reward_peft_config,
-    reward_row_problem,
-    tokenize_pairs,
-)
-from alignment.run_utils import save_and_card, start_run, train_and_evaluate
+from alignment.reward import REWARD as STAGE
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
-RECIPE_DATACLASSES = (ModelArguments, DataArguments, RewardConfig)
-
-
-def main() -> None:
-    (model_args, data_args, training_args), tokenizer = start_run(RECIPE_DATACLASSES)
-    peft_config = reward_peft_config(model_args)
-
-    raw = load_mixture(data_args, validate_row=reward_row_problem, required_columns=["chosen", "rejected"])
-    splits = {
-        split: tokenize_pairs(
-            raw[split],
-            tokenizer,
-            max_length=training_args.max_length,
-            skip_invalid_rows=data_args.skip_invalid_rows,
-            source_of=partial(raw.source_of, split),
-            num_proc=training_args.dataset_num_proc,
-            split_name=split,
-        )
-        for split in raw
-        if len(raw[split])
-    }
-
-    set_seed(training_args.seed)  # the new score head is initialised at random: the same seed gives the same head
-    with suppress_seqcls_warning():  # "score.weight newly initialized", "lm_head unexpected": both intended
-        model = load_model(
-            model_args,
-            trust_remote_code=training_args.trust_remote_code,
-            gradient_checkpointing=training_args.gradient_checkpointing,
-            model_class=AutoModelForSequenceClassification,
-            num_labels=1,
-        )
-    match_embeddings_to_tokenizer(model, tokenizer)
-
-    trainer = PairwiseRewardTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=splits["train"],
-        eval_dataset=splits.get("test"),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-    train_and_evaluate(trainer)
-    save_and_card(trainer, dataset_names=data_args.source_names(), tags=["reward-model"])
-
+RECIPE_DATACLASSES = STAGE.recipe_dataclasses
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(STAGE.run)  # parse -> data -> model -> trainer -> train (resuming) -> save: `alignment.stage.Stage.run`

@@ -18,55 +18,11 @@ values, `InvalidRowError` for malformed rows (or drops them with `skip_invalid_r
 prompt the template cannot render.
 """
 
-from functools import partial
-
 from alignment.cli import run_cli
-from alignment.configs import DataArguments, ModelArguments
-from alignment.data import load_mixture
-from alignment.run_utils import (
-    save_and_card,
-    set_generation_eos,
-    start_run,
-    train_and_evaluate,
-)
-from alignment.turns import end_of_turn_token_ids
-from alignment.value import ValueConfig, ValueTrainer, build_value_model, tokenize_traces, value_row_problem
+from alignment.value import VALUE as STAGE
 
-RECIPE_DATACLASSES = (ModelArguments, DataArguments, ValueConfig)
-
-
-def main() -> None:
-    (model_args, data_args, training_args), tokenizer = start_run(RECIPE_DATACLASSES)
-
-    raw = load_mixture(data_args, validate_row=value_row_problem, required_columns=["prompt"])
-    splits, reports = {}, {}
-    for split in raw:
-        splits[split], reports[split] = tokenize_traces(
-            raw[split],
-            tokenizer,
-            max_length=training_args.max_length,
-            train_on_prompt=data_args.train_on_prompt,
-            skip_invalid_rows=data_args.skip_invalid_rows,
-            source_of=partial(raw.source_of, split),
-            num_proc=training_args.dataset_num_proc,
-            split_name=split,
-        )
-
-    model = build_value_model(model_args, training_args, tokenizer)
-    set_generation_eos(model.body, tokenizer, end_of_turn_token_ids(tokenizer))
-
-    trainer = ValueTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=splits["train"],
-        eval_dataset=splits.get("test") if training_args.eval_strategy != "no" or training_args.do_eval else None,
-        processing_class=tokenizer,
-    )
-    train_and_evaluate(trainer)
-    # Saved as truncation_results.json and merged into all_results.json with the other metrics.
-    trainer.save_metrics("truncation", {**reports["train"].metrics("train"), **reports["test"].metrics("eval")})
-    save_and_card(trainer, dataset_names=data_args.source_names(), tags=["value-model", "rest-mcts"])
-
+# Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
+RECIPE_DATACLASSES = STAGE.recipe_dataclasses
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(STAGE.run)  # parse -> data -> model -> trainer -> train (resuming) -> save: `alignment.stage.Stage.run`

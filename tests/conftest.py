@@ -83,7 +83,7 @@ def saved_weights(output_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """`base/` (tokenizer + random tiny Llama) and `sft/{train,test}.jsonl`, as `make demo` builds them."""
-    from alignment.synthetic import build_tiny_world
+    from tiny_world import build_tiny_world
 
     return build_tiny_world(tmp_path_factory.mktemp("tiny"), seed=0)
 

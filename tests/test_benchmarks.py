@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from alignment.preferences import encode_pair
-from alignment.synthetic import STYLE_FLAW
 from alignment.turns import tokenize_conversation
 from alignment.value import to_trace, tokenize_trace
 from benchmarks.configs import QUICK
@@ -24,6 +23,7 @@ from benchmarks.measure import (
     peak_flops,
 )
 from benchmarks.report import flops_per_token, median_figures, paired_ratio
+from tiny_world import STYLE_FLAW
 
 MAX_LENGTH = 256
 

@@ -1,7 +1,7 @@
 """End to end: `scripts/run_dpo.py` learns preferences on the tiny world; references cost no memory where they need
 not; reference log-probs are computed once; bad pairs are refused by index.
 
-The task: a careless teacher appends `alignment.synthetic.STYLE_FLAW` to 70% of its answers; the tiny model SFT'd on
+The task: a careless teacher appends `tiny_world.STYLE_FLAW` to 70% of its answers; the tiny model SFT'd on
 them answers with the flaw. DPO pairs (`preference_rows(..., rejection="style_flaw")`) prefer the same sum without
 it; held-out pairs use operand pairs never seen in training. What DPO must change is measured two ways: held-out
 `rewards/accuracies` and the share of greedy answers that are clean (`a+b=<number>` for the asked operands and
@@ -24,13 +24,7 @@ from alignment.configs import ModelArguments
 from alignment.dpo import DPOConfig, PreferenceTrainer, load_reference_model, tokenize_preferences
 from alignment.model_utils import load_model
 from alignment.preferences import PairLengthGroupedSampler
-from alignment.synthetic import (
-    answer_is_correct,
-    arithmetic_rows,
-    operand_pairs,
-    preference_rows,
-    with_style_flaw,
-)
+from tiny_world import answer_is_correct, arithmetic_rows, operand_pairs, preference_rows, with_style_flaw
 
 from .conftest import REPO, run
 

@@ -3,8 +3,15 @@
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from alignment.evaluation import EvalArguments, compare_policies, prompts_from_rows, reward_model_accuracy
-from alignment.synthetic import read_jsonl
+from alignment.data import read_rows
+from alignment.evaluation import (
+    EvalArguments,
+    compare_policies,
+    load_rule,
+    prompts_from_rows,
+    reward_model_accuracy,
+)
+from tiny_world import answer_is_correct
 
 
 def test_prompts_from_every_row_form():
@@ -20,8 +27,14 @@ def test_prompts_from_every_row_form():
 
 
 def test_eval_arguments_are_checked():
-    with pytest.raises(ValueError, match="`rule: maths` is not a known rule; valid: \\['arithmetic'\\]"):
+    form = "expected `package.module:function`"
+    with pytest.raises(ValueError, match=f"`rule: maths` is not an import path; {form}"):
         EvalArguments(baseline="a", candidate="b", prompts="p", rule="maths")
+    with pytest.raises(ValueError, match=f"`rule: maths:add`: no module `maths` can be imported; {form}"):
+        EvalArguments(baseline="a", candidate="b", prompts="p", rule="maths:add")
+    with pytest.raises(ValueError, match=f"module `tiny_world.arithmetic` has no `add`; {form}"):
+        EvalArguments(baseline="a", candidate="b", prompts="p", rule="tiny_world.arithmetic:add")
+    assert load_rule("tiny_world.arithmetic:answer_is_correct") is answer_is_correct
     with pytest.raises(ValueError, match="`value_model` and `steps` go together"):
         EvalArguments(baseline="a", candidate="b", prompts="p", value_model="v")
 
@@ -38,7 +51,7 @@ def random_judge(tiny_world, tmp_path_factory):
 
 
 def test_a_policy_against_itself_ties_everywhere(tiny_world, random_judge):
-    prompts = prompts_from_rows(read_jsonl(tiny_world / "dpo" / "test.jsonl"))[:8]
+    prompts = prompts_from_rows(read_rows(tiny_world / "dpo" / "test.jsonl"))[:8]
     base = str(tiny_world / "base")
     result = compare_policies(base, base, prompts, judge_dir=str(random_judge), rule=lambda p, r: len(r) % 2 == 0)
     assert result["prompts"] == 8
@@ -49,7 +62,7 @@ def test_a_policy_against_itself_ties_everywhere(tiny_world, random_judge):
 
 
 def test_reward_model_accuracy_counts_chosen_above_rejected(tiny_world, random_judge):
-    pairs = read_jsonl(tiny_world / "rm" / "test.jsonl")[:20]
+    pairs = read_rows(tiny_world / "rm" / "test.jsonl")[:20]
     forward = reward_model_accuracy(str(random_judge), pairs)
     swapped = reward_model_accuracy(
         str(random_judge), [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs]

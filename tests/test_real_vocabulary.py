@@ -19,12 +19,12 @@ import pytest
 import trl
 from datasets import load_dataset
 
-from alignment.chat_data import tokenize_chats
 from alignment.configs import ModelArguments
 from alignment.dpo import tokenize_preferences
 from alignment.model_utils import load_tokenizer
 from alignment.preferences import to_pair
 from alignment.reward import tokenize_pairs
+from alignment.sft import tokenize_chats
 from alignment.templates import load_chat_template
 from alignment.turns import encode_chat
 from alignment.value import to_trace, tokenize_traces

@@ -1,4 +1,5 @@
-"""Every shipped recipe parses against its script's dataclasses; every accelerate config loads with accelerate."""
+"""Every shipped recipe parses against its stage's dataclasses (`alignment.stages`), which its script parses too;
+every accelerate config loads with accelerate."""
 
 import importlib.util
 from pathlib import Path
@@ -7,28 +8,34 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 
 from alignment.parser import RecipeParser
+from alignment.stages import STAGES, stage_of_recipe
 
 from .conftest import REPO
 
-STAGES = ("sft", "dpo", "rm", "value")
-RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name in STAGES)
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if stage_of_recipe(p) is not None)
 ACCELERATE_CONFIGS = sorted((REPO / "recipes" / "accelerate_configs").glob("*.yaml"))
 
 
-def script_dataclasses(stage: str) -> tuple:
-    """The dataclass tuple `scripts/run_<stage>.py` parses its recipe into."""
-    path = REPO / "scripts" / f"run_{stage}.py"
-    spec = importlib.util.spec_from_file_location(f"run_{stage}", path)
+def script_dataclasses(script: str) -> tuple:
+    """The dataclass tuple a stage script parses its recipe into."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, REPO / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.RECIPE_DATACLASSES
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_every_stage_script_parses_its_stage_recipe(name: str):
+    stage = STAGES[name]
+    assert stage.name == name
+    assert script_dataclasses(stage.script) == stage.recipe_dataclasses
 
 
 def test_every_recipe_folder_is_covered():
     stray = [
         p
         for p in (REPO / "recipes").rglob("*.yaml")
-        if p.parent.name not in STAGES and p.parent.name != "accelerate_configs" and p.name != "pipeline.yaml"
+        if stage_of_recipe(p) is None and p.parent.name != "accelerate_configs" and p.name != "pipeline.yaml"
     ]
     assert not stray, f"recipes outside recipes/<model>/<stage>/: {stray}"
     assert any(p.parent.name == "sft" for p in RECIPES)
@@ -36,10 +43,7 @@ def test_every_recipe_folder_is_covered():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_recipe_parses_strictly(recipe: Path):
-    stage = recipe.parent.name
-    if not (REPO / "scripts" / f"run_{stage}.py").exists():
-        pytest.fail(f"{recipe} has no script scripts/run_{stage}.py")
-    parser = RecipeParser(script_dataclasses(stage))
+    parser = RecipeParser(stage_of_recipe(recipe).recipe_dataclasses)
     configs = parser.parse([str(recipe)])
     # Every key the recipe writes reaches a dataclass with the value it wrote (none is dropped or renamed).
     written = parser.read_recipe(recipe)

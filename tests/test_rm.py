@@ -1,7 +1,7 @@
 """End to end: `scripts/run_rm.py` through its real entry point on the offline tiny world; `alignment.reward.score`.
 
 The preference task: after the addition chat's question, `chosen` is the bare correct sum and `rejected` the same sum
-with a style flaw appended (`alignment.synthetic.STYLE_FLAW`). Chosen and rejected share every prompt token, so the
+with a style flaw appended (`tiny_world.STYLE_FLAW`). Chosen and rejected share every prompt token, so the
 better answer is decidable from the reply's text alone, and only from it.
 """
 
@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, LlamaForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
 from alignment.configs import DataArguments, ModelArguments
+from alignment.data import read_rows
 from alignment.parser import RecipeParser
 from alignment.reward import (
     PairwiseRewardTrainer,
@@ -27,7 +28,7 @@ from alignment.reward import (
     score,
     tokenize_pairs,
 )
-from alignment.synthetic import operand_pairs, preference_rows, read_jsonl
+from tiny_world import operand_pairs, preference_rows
 
 from .conftest import REPO
 from .conftest import run as run_script
@@ -77,7 +78,7 @@ def overrides(tiny_world, data, output_dir, *extra: str) -> list[str]:
 
 
 def held_out_conversations(data) -> tuple[list[list[dict]], list[list[dict]]]:
-    rows = read_jsonl(data / "test.jsonl")
+    rows = read_rows(data / "test.jsonl")
     return [row["prompt"] + row["chosen"] for row in rows], [row["prompt"] + row["rejected"] for row in rows]
 
 
@@ -234,7 +235,7 @@ def test_length_grouping_runs_on_pairs_and_lowers_padding(tiny_world, tmp_path):
 
 
 def test_bad_row_is_refused_with_its_index(tiny_world, rm_data, tmp_path):
-    rows = read_jsonl(rm_data / "train.jsonl")[:10]
+    rows = read_rows(rm_data / "train.jsonl")[:10]
     rows[4]["rejected"] = rows[4]["chosen"]
     write_jsonl(tmp_path / "bad" / "train.jsonl", rows)
     result = run("scripts/run_rm.py", TINY_RM, *overrides(tiny_world, tmp_path / "bad", tmp_path / "out"))

@@ -10,9 +10,10 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment.synthetic import held_out_loss, read_jsonl
+from alignment.data import read_rows
 from alignment.templates import load_chat_template
 from alignment.turns import IGNORE_INDEX
+from tiny_world import held_out_loss
 
 from .conftest import REPO, run
 
@@ -57,7 +58,7 @@ def sft_output(tiny_world, tmp_path_factory):
 
 @pytest.mark.slow
 def test_sft_learns_every_assistant_turn(sft_output, tiny_world):
-    rows = read_jsonl(tiny_world / "sft" / "test.jsonl")
+    rows = read_rows(tiny_world / "sft" / "test.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(sft_output)
     before = held_out_loss(AutoModelForCausalLM.from_pretrained(tiny_world / "base"), tokenizer, rows)
     after = held_out_loss(AutoModelForCausalLM.from_pretrained(sft_output), tokenizer, rows)
@@ -72,8 +73,7 @@ def test_last_turn_only_mask_does_not_reach_the_threshold(tiny_world, tmp_path):
     from datasets import load_dataset
     from trl import SFTTrainer
 
-    from alignment.chat_data import tokenize_chats
-    from alignment.configs import SFTConfig
+    from alignment.sft import SFTConfig, tokenize_chats
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_world / "base")
     train, _ = tokenize_chats(load_dataset(str(tiny_world / "sft"), split="train"), tokenizer, max_length=128)
@@ -104,7 +104,7 @@ def test_last_turn_only_mask_does_not_reach_the_threshold(tiny_world, tmp_path):
     )
     model = AutoModelForCausalLM.from_pretrained(tiny_world / "base")
     SFTTrainer(model=model, args=args, train_dataset=train.map(last_turn_only), processing_class=tokenizer).train()
-    loss = held_out_loss(model, tokenizer, read_jsonl(tiny_world / "sft" / "test.jsonl"))
+    loss = held_out_loss(model, tokenizer, read_rows(tiny_world / "sft" / "test.jsonl"))
     print(f"held-out assistant-token loss with a last-turn-only mask: {loss:.3f}")
     assert loss > LOSS_THRESHOLD
 
@@ -163,7 +163,7 @@ def test_lora_trains_and_saves_only_the_adapter(tiny_world, tmp_path):
 
 
 def test_malformed_row_stops_the_run_naming_it(tiny_world, tmp_path):
-    rows = read_jsonl(tiny_world / "sft" / "train.jsonl")[:10]
+    rows = read_rows(tiny_world / "sft" / "train.jsonl")[:10]
     rows[3]["messages"][1]["role"] = "bot"
     data = tmp_path / "chats.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -231,7 +231,7 @@ def test_inspect_reports_truncation_and_padding(tiny_world):
 def test_inspect_marks_exactly_the_assistant_turns(tiny_world):
     result = run("-m", "alignment.inspect", TINY_SFT, "--num_examples", "1", *tiny_overrides(tiny_world, "unused"))
     assert result.returncode == 0, result.stderr[-3000:]
-    first = read_jsonl(tiny_world / "sft" / "train.jsonl")[0]["messages"]
+    first = read_rows(tiny_world / "sft" / "train.jsonl")[0]["messages"]
     replies = [m["content"] for m in first if m["role"] == "assistant"]
     rendered = result.stdout.split("---", 2)[2]
     assert [f"«{reply}</s>»" in rendered for reply in replies] == [True, True]

@@ -12,11 +12,10 @@ import yaml
 
 import alignment.cli
 from alignment.cli import NON_MAIN_RANK_EXIT_DELAY_S, USER_ERROR_EXIT_STATUS, run_cli
-from alignment.data import InvalidRowError
+from alignment.data import InvalidRowError, read_rows
 from alignment.parser import RecipeParser
 from alignment.pipeline import PipelineConfig
 from alignment.reliability import FINISHED_NAME, RESOLVED_CONFIG_NAME
-from alignment.synthetic import read_jsonl
 
 from .conftest import run
 
@@ -56,7 +55,7 @@ def bad_row_run(tiny_world, tmp_path_factory):
     """One SFT run on chats whose row 3 has an unknown role: (the result, its overrides). Its `output_dir` keeps the
     `resolved_config.yaml` written before the data was read."""
     tmp = tmp_path_factory.mktemp("bad_row")
-    rows = read_jsonl(tiny_world / "sft" / "train.jsonl")[:8]
+    rows = read_rows(tiny_world / "sft" / "train.jsonl")[:8]
     rows[3]["messages"][1]["role"] = "bot"
     data = tmp / "chats.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -1,6 +1,6 @@
 """End to end: `scripts/run_value.py` learns step values on the synthetic sums task; a shifted Q position does not.
 
-The task (`alignment.synthetic.step_rows`): prompts "Add each pair: 3+4, 2+1, 4+4.", one sum per step, Q = +1 while
+The task (`tiny_world.steps.step_rows`): prompts "Add each pair: 3+4, 2+1, 4+4.", one sum per step, Q = +1 while
 every sum so far is right and -1 from the first wrong one on. Held-out traces are drawn with another seed.
 """
 
@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.configs import ModelArguments
-from alignment.synthetic import read_jsonl, write_step_data
+from alignment.data import read_rows
 from alignment.value import (
     Q_IGNORE,
     VALUE_HEAD_NAME,
@@ -30,6 +30,7 @@ from alignment.value import (
     tokenize_traces,
     value_metrics,
 )
+from tiny_world import write_step_data
 
 from .conftest import REPO, run
 
@@ -64,7 +65,7 @@ def overrides(tiny_world, data_dir, output_dir) -> list[str]:
 
 
 def held_out(value_data) -> tuple[list[tuple[str, list[str]]], np.ndarray]:
-    rows = read_jsonl(value_data / "test.jsonl")
+    rows = read_rows(value_data / "test.jsonl")
     traces = [(row["prompt"], [step["step"] for step in row["response"]]) for row in rows]
     return traces, np.array([step["Q"] for row in rows for step in row["response"]])
 
@@ -251,7 +252,7 @@ def test_lora_saves_adapter_and_value_head_and_reloads(tiny_world, value_data, t
 
 
 def test_stepwise_supervision_rows_train_through_the_script(tiny_world, tmp_path):
-    from alignment.synthetic import step_rows
+    from tiny_world import step_rows
 
     data = tmp_path / "stepwise"
     data.mkdir()

@@ -203,9 +203,3 @@ class StageTrainingArguments(OutputDirArguments):
         refuse_overridden_trl_fields(self)
         use_cpu_without_accelerator(self)
         super().__post_init__()
-
-
-@dataclass
-class SFTConfig(StageTrainingArguments, trl.SFTConfig):
-    """TRL's `SFTConfig`. The dataset reaches TRL already tokenized with its loss mask (`alignment.templates`), so
-    TRL's own template switches are refused rather than silently ignored."""

@@ -1,12 +1,16 @@
 """Evidence that alignment happened: two policies compared on held-out prompts, judged by a reward model and, where
 the task has one, by a rule; plus the reward model's and the value model's own held-out accuracy.
 
+A rule belongs to its task, not to this library: a recipe names it by import path (`rule:
+tiny_world.arithmetic:answer_is_correct`, the demo's), and `load_rule` imports it.
+
 Generation uses each policy's chat template with its generation prompt and stops at the template's end-of-turn
 token (the generation config written by `run_utils.set_generation_eos`); decoding is greedy so results repeat.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,14 +20,37 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.reward import load_reward_model, score_with
-from alignment.synthetic import answer_is_correct
 from alignment.value import load_value_model, score_traces, to_trace
 
 logger = logging.getLogger(__name__)
 
 # A rule judges one reply to a prompt: True when it is right.
 Rule = Callable[[list[dict[str, str]], str], bool]
-RULES: dict[str, Rule] = {"arithmetic": answer_is_correct}  # the tiny task: exactly `a+b=<sum>`, nothing else
+RULE_FORM = "`package.module:function`, a callable `(prompt_messages, answer) -> bool`"
+
+
+def load_rule(path: str) -> Rule:
+    """The rule that `path` names as `package.module:function`, imported.
+
+    A path of another form, a module that does not exist or a name it lacks is a `ValueError` naming the `rule`
+    key, what was not found and the expected form. An error raised while the module itself imports is a bug in it
+    and propagates.
+    """
+    module_name, _, function_name = path.partition(":")
+    if not module_name or not function_name:
+        raise ValueError(f"`rule: {path}` is not an import path; expected {RULE_FORM}.")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is None or not (module_name == err.name or module_name.startswith(f"{err.name}.")):
+            raise  # the module exists; something it imports does not
+        raise ValueError(f"`rule: {path}`: no module `{module_name}` can be imported; expected {RULE_FORM}.") from err
+    rule = getattr(module, function_name, None)
+    if rule is None:
+        raise ValueError(f"`rule: {path}`: module `{module_name}` has no `{function_name}`; expected {RULE_FORM}.")
+    if not callable(rule):
+        raise ValueError(f"`rule: {path}`: `{function_name}` is not callable; expected {RULE_FORM}.")
+    return rule
 
 
 @torch.no_grad()
@@ -132,7 +159,11 @@ class EvalArguments:
     )
     judge: str | None = field(default=None, metadata={"help": "Reward model that judges both policies' replies."})
     rule: str | None = field(
-        default=None, metadata={"help": f"Rule that decides a reply is right: one of {sorted(RULES)}."}
+        default=None,
+        metadata={
+            "help": f"Rule that decides a reply is right: {RULE_FORM} (the tiny demo's: "
+            "`tiny_world.arithmetic:answer_is_correct`)."
+        },
     )
     pairs: str | None = field(default=None, metadata={"help": "Held-out preference pairs for the judge's accuracy."})
     value_model: str | None = field(default=None, metadata={"help": "Value model to check on `steps`."})
@@ -141,8 +172,8 @@ class EvalArguments:
     output: str = field(default="eval.json", metadata={"help": "Where the results are written as JSON."})
 
     def __post_init__(self):
-        if self.rule is not None and self.rule not in RULES:
-            raise ValueError(f"`rule: {self.rule}` is not a known rule; valid: {sorted(RULES)}")
+        if self.rule is not None:
+            load_rule(self.rule)  # a bad path stops the run here, before any model is loaded
         if (self.value_model is None) != (self.steps is None):
             raise ValueError("`value_model` and `steps` go together: set both or neither.")
 

@@ -25,14 +25,14 @@ from functools import partial
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from alignment.chat_data import IGNORE_INDEX, padding_fraction, tokenize_chats
 from alignment.cli import run_cli
-from alignment.configs import DataArguments, ModelArguments, SFTConfig
-from alignment.data import load_mixture, sft_row_problem
-from alignment.model_utils import load_tokenizer
+from alignment.configs import DataArguments
 from alignment.parser import RecipeParser
-from alignment.templates import ChatTemplateError, set_chat_template
-from alignment.turns import encode_chat
+from alignment.run_utils import load_tokenizer_with_template
+from alignment.sft import SFT, padding_fraction
+from alignment.stage import Recipe
+from alignment.templates import ChatTemplateError
+from alignment.turns import IGNORE_INDEX, encode_chat
 
 GREEN, RESET = "\033[32m", "\033[0m"
 
@@ -69,21 +69,17 @@ def length_stats(lengths: list[int]) -> dict[str, float]:
 def inspect_recipe(argv: list[str]) -> tuple[dict, PreTrainedTokenizerBase, Dataset, DataArguments]:
     """The statistics for the recipe in `argv` (recipe path first, then overrides), with the tokenizer, the train
     rows and the data arguments needed to render examples."""
-    model_args, data_args, training_args = RecipeParser((ModelArguments, DataArguments, SFTConfig)).parse(argv)
-    tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
-    set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
-    raw = load_mixture(data_args, validate_row=sft_row_problem, required_columns=["messages"])
+    recipe = Recipe(*RecipeParser(SFT.recipe_dataclasses).parse(argv))
+    data_args, training_args = recipe.data, recipe.training
+    tokenizer = load_tokenizer_with_template(recipe.model, data_args, training_args)
+    raw = SFT.load_rows(recipe)
+    # Every refusal counted by reason instead of stopping at the first.
+    options = {**SFT.tokenizer_options(recipe), "skip_invalid_rows": True}
     report: dict = {"max_length": training_args.max_length, "splits": {}}
     for split, dataset in raw.items():
-        common = {
-            "train_on_prompt": data_args.train_on_prompt,
-            "history_rewrite": data_args.history_rewrite,
-            "skip_invalid_rows": True,  # count every refusal by reason instead of stopping at the first
-            "source_of": partial(raw.source_of, split),
-            "split_name": split,
-        }
-        full, _ = tokenize_chats(dataset, tokenizer, max_length=None, **common)
-        _, truncation = tokenize_chats(dataset, tokenizer, max_length=training_args.max_length, **common)
+        source_of = partial(raw.source_of, split)
+        full, _ = SFT.tokenize(dataset, tokenizer, split=split, source_of=source_of, **{**options, "max_length": None})
+        _, truncation = SFT.tokenize(dataset, tokenizer, split=split, source_of=source_of, **options)
         lengths = [len(ids) for ids in full["input_ids"]]
         if not lengths:  # an empty test split, or every row refused (the reasons are logged above)
             report["splits"][split] = {"examples": 0, "rows_refused": truncation.refused_rows}

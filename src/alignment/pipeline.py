@@ -1,8 +1,8 @@
 """Run several stages one after another, each as the command a user would type, skipping what is already done.
 
-A pipeline recipe lists stages; each stage is a stage script (`scripts/run_<stage>.py`, from the recipe's folder
-name) with a recipe and optional overrides. Stages run in order as separate processes, so each gets a fresh
-interpreter and exactly the behaviour of a manual run (logging, resolved config, resume). Every stage is started:
+A pipeline recipe lists stages; each stage is a stage script (by default the one of the recipe folder's stage in
+`alignment.stages`) with a recipe and optional overrides. Stages run in order as separate processes, so each gets a
+fresh interpreter and exactly the behaviour of a manual run (logging, resolved config, resume). Every stage is started:
 one whose `output_dir` holds a run finished with the same recipe reports it complete and exits 0, one finished with
 another recipe stops the pipeline naming the keys that differ (`alignment.reliability.check_output_dir`), and an
 interrupted one resumes from its newest complete checkpoint on its own. A stage that fails stops the pipeline with
@@ -27,6 +27,7 @@ from typing import Any
 
 from alignment.parser import RecipeError, RecipeParser
 from alignment.reliability import is_finished
+from alignment.stages import STAGES, stage_of_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,10 @@ class PipelineConfig:
 
     stages: list[dict[str, Any]] = field(
         default_factory=list,
-        metadata={"help": "Stages in order: `{recipe, script (default scripts/run_<recipe folder>.py), overrides}`."},
+        metadata={
+            "help": "Stages in order: `{recipe, script (default: the script of the recipe folder's stage, e.g. "
+            "scripts/run_sft.py for recipes/<model>/sft/), overrides}`."
+        },
     )
     launcher: str = field(
         default=sys.executable,
@@ -52,10 +56,6 @@ class PipelineConfig:
             "help": "Command that runs a stage script, e.g. `accelerate launch --num_processes 2`; default: this "
             "Python."
         },
-    )
-    tiny_world: str | None = field(
-        default=None,
-        metadata={"help": "Build the offline tiny model and data here first, when missing (`make demo`)."},
     )
     output_dir: str = field(default="outputs/pipeline", metadata={"help": "Where the pipeline writes its summary."})
 
@@ -70,7 +70,15 @@ class PipelineConfig:
                 raise ValueError(f"stages[{index}] has unknown keys {unknown}; valid: {list(STAGE_KEYS)}")
             if not Path(stage["recipe"]).is_file():
                 raise ValueError(f"stages[{index}].recipe {stage['recipe']} does not exist")
-            script = stage.setdefault("script", f"scripts/run_{Path(stage['recipe']).parent.name}.py")
+            if "script" not in stage:
+                known = stage_of_recipe(stage["recipe"])
+                if known is None:
+                    raise ValueError(
+                        f"stages[{index}].recipe {stage['recipe']} is not in a stage's folder "
+                        f"(recipes/<model>/<{'|'.join(STAGES)}>/): name its `script`"
+                    )
+                stage["script"] = known.script
+            script = stage["script"]
             if not Path(script).is_file():
                 raise ValueError(f"stages[{index}].script {script} does not exist")
             stage.setdefault("overrides", [])
@@ -89,10 +97,6 @@ def stage_output_dir(stage: dict[str, Any]) -> str:
 
 def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
     """Run every stage in order; return one record per stage (name, output_dir, status, seconds)."""
-    if config.tiny_world and not Path(config.tiny_world, "base", "config.json").is_file():
-        from alignment.synthetic import build_tiny_world
-
-        build_tiny_world(config.tiny_world)
     records = []
     for stage in config.stages:
         name = Path(stage["recipe"]).parent.name

@@ -1,8 +1,9 @@
 """PNG plots of a run's logged curves, written beside the model (as LLaMA-Factory's `plot_loss` does).
 
-One figure per metric family that the run logged: training and held-out loss always, then whatever the stage logs
-(DPO `rewards/accuracies` and `rewards/margins`, reward-model `accuracy`, value-model `value_mse`, ...). A metric is
-plotted when it appears in the trainer's `log_history`; nothing is plotted for metrics a stage never logs.
+One figure per metric family that the run logged: training and held-out loss always, then the stage's own figures
+(`Stage.figures`: DPO `rewards/accuracies` and `rewards/margins`, reward-model `accuracy`, value-model `value_mse`,
+...). A metric is plotted when it appears in the trainer's `log_history`; nothing is plotted for metrics a run never
+logged.
 """
 
 from __future__ import annotations
@@ -17,16 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-# Figure name -> the metric keys it shows (train key, eval key). Keys absent from the log are skipped.
-FIGURES: dict[str, tuple[str, ...]] = {
-    "loss": ("loss", "eval_loss"),
-    "rewards_accuracies": ("rewards/accuracies", "eval_rewards/accuracies"),
-    "rewards_margins": ("rewards/margins", "eval_rewards/margins"),
-    "accuracy": ("accuracy", "eval_accuracy"),
-    "value_mse": ("value_mse", "eval_value_mse"),
-    "value_sign_accuracy": ("sign_accuracy", "eval_sign_accuracy"),
-    "value_auroc": ("auroc", "eval_auroc"),
-}
+# Figure name -> the metric keys it shows (train key, eval key); every stage logs these. Keys absent from the log are
+# skipped.
+LOSS_FIGURE: dict[str, tuple[str, ...]] = {"loss": ("loss", "eval_loss")}
 
 
 def _series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -34,10 +28,13 @@ def _series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [step for step, _ in points], [float(value) for _, value in points]
 
 
-def plot_log_history(log_history: list[dict], output_dir: str | Path) -> list[Path]:
-    """Write `plot_<name>.png` into `output_dir` for every figure with logged data; return the paths written."""
+def plot_log_history(
+    log_history: list[dict], output_dir: str | Path, figures: dict[str, tuple[str, ...]]
+) -> list[Path]:
+    """Write `plot_<name>.png` into `output_dir` for the loss and every one of `figures` (name -> metric keys) with
+    logged data; return the paths written."""
     written = []
-    for name, keys in FIGURES.items():
+    for name, keys in {**LOSS_FIGURE, **figures}.items():
         curves = {key: _series(log_history, key) for key in keys}
         curves = {key: points for key, points in curves.items() if points[0]}
         if not curves:

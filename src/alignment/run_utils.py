@@ -41,9 +41,15 @@ def start_run(
     resolved = resolved_config(model_args, data_args, training_args)
     check_output_dir(training_args.output_dir, resolved, overwrite=training_args.overwrite_output_dir)
     log_and_save_resolved_config(training_args, resolved)
+    return (model_args, data_args, training_args), load_tokenizer_with_template(model_args, data_args, training_args)
+
+
+def load_tokenizer_with_template(model_args, data_args, training_args: TrainingArguments) -> PreTrainedTokenizerBase:
+    """The recipe's tokenizer (`alignment.model_utils.load_tokenizer`) with its chat template set (`chat_template`,
+    `add_chat_template_tokens`; `alignment.templates.set_chat_template`)."""
     tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
     set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
-    return (model_args, data_args, training_args), tokenizer
+    return tokenizer
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -164,15 +170,16 @@ def set_generation_eos(model, tokenizer: PreTrainedTokenizerBase, end_of_turn_id
     logger.info("Generation stops at %s", tokenizer.convert_ids_to_tokens(eos_ids))
 
 
-def save_and_card(trainer, *, dataset_names: list[str], tags: list[str]) -> None:
-    """Save model, tokenizer (with its chat template) and generation config, plots of the logged curves and the
-    model card, then mark the run finished (`alignment.reliability.mark_finished`). Files are written on rank 0."""
+def save_and_card(trainer, *, dataset_names: list[str], tags: list[str], figures: dict[str, tuple[str, ...]]) -> None:
+    """Save model, tokenizer (with its chat template) and generation config, plots of the loss and of the stage's
+    `figures` (`alignment.plots`) and the model card, then mark the run finished
+    (`alignment.reliability.mark_finished`). Files are written on rank 0."""
     trainer.save_model(trainer.args.output_dir)
     if trainer.is_world_process_zero():
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         if getattr(unwrapped, "generation_config", None) is not None:
             unwrapped.generation_config.save_pretrained(trainer.args.output_dir)
-        plot_log_history(trainer.state.log_history, trainer.args.output_dir)
+        plot_log_history(trainer.state.log_history, trainer.args.output_dir, figures)
         trainer.create_model_card(dataset_name=", ".join(dataset_names), tags=["alignment-handbook", *tags])
         mark_finished(trainer.args.output_dir, trainer.state.global_step)
         logger.info("Saved model, tokenizer, generation config and model card to %s", trainer.args.output_dir)

@@ -1,10 +1,188 @@
-"""The dSFT trainer: TRL's `SFTTrainer`, made crash safe (see `alignment.reliability`)."""
+"""The dSFT stage of Zephyr, as one unit: its config, row schema, chat tokenizer, trainer and builder (`SFT`).
+
+Chats become training tensors here: every assistant turn in its inference context (`alignment.turns`), truncated,
+and everything accounted for. TRL's SFTTrainer receives them already tokenized (`input_ids` and `labels`, -100 where
+no loss is taken), so the mask is ours and TRL keeps doing what it does well: packing, padding-free batches,
+collation and the training loop. Truncation happens here, not in TRL, so that every example cut short and every
+example left with no trained token is counted and logged instead of silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import trl
+from datasets import Dataset, Features, List, Value
+from transformers import PreTrainedTokenizerBase, Trainer
 
+from alignment.configs import StageTrainingArguments
+from alignment.data import RowProblem, conversation_problem
 from alignment.reliability import CrashSafeTrainerMixin
+from alignment.row_encoding import encode_rows
+from alignment.stage import Recipe, Stage
+from alignment.turns import IGNORE_INDEX, HistoryRewrite, encode_chat
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTConfig(StageTrainingArguments, trl.SFTConfig):
+    """TRL's `SFTConfig`. The dataset reaches TRL already tokenized with its loss mask (`tokenize_chats`), so TRL's
+    own template switches are refused rather than silently ignored (`StageTrainingArguments`)."""
+
+
+def sft_row_problem(row: dict) -> RowProblem | None:
+    """The SFT row validator for `load_mixture`: `conversation_problem` of the row's `messages` column."""
+    if "messages" not in row:
+        return RowProblem("no messages column", f"no 'messages' column (the row has: {', '.join(row)})")
+    return conversation_problem(row["messages"])
+
+
+# The columns `tokenize_chats` returns, typed as `datasets` infers them from a non-empty split.
+TOKENIZED_FEATURES = Features({"input_ids": List(Value("int32")), "labels": List(Value("int64"))})
+
+
+@dataclass
+class TruncationReport:
+    """What tokenization did to one split: chats expanded into one example per turn context, rows the template
+    refused (dropped with `skip_invalid_rows`), and what `max_length` cut."""
+
+    examples: int
+    truncated: int
+    lost_all_trained_tokens: int
+    expanded_rows: int = 0
+    last_turn_rows: int = 0
+    refused_rows: int = 0
+
+    def __str__(self) -> str:
+        parts = []
+        if self.expanded_rows:
+            parts.append(f"{self.expanded_rows} chats expanded into one example per exact inference context")
+        if self.last_turn_rows:
+            parts.append(f"{self.last_turn_rows} chats trained on their last turn only (history_rewrite: last_turn)")
+        if self.refused_rows:
+            parts.append(f"{self.refused_rows} chats refused by the template and dropped")
+        parts.append(
+            f"{self.truncated}/{self.examples} examples truncated to max_length, {self.lost_all_trained_tokens} of "
+            "them lost every trained token and were dropped"
+        )
+        return "; ".join(parts)
+
+
+def tokenize_chats(
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int | None,
+    train_on_prompt: bool = False,
+    history_rewrite: HistoryRewrite = "expand",
+    skip_invalid_rows: bool = False,
+    source_of: Callable[[int], str] | None = None,
+    num_proc: int | None = None,
+    split_name: str = "train",
+) -> tuple[Dataset, TruncationReport]:
+    """Map a `messages` dataset to `input_ids`/`labels` (`alignment.turns.encode_chat`), cut to `max_length` keeping
+    the start.
+
+    A chat that one sequence cannot hold in every turn's inference context becomes several examples, as
+    `history_rewrite` says; each is counted. Examples whose trained tokens all fall beyond `max_length` teach
+    nothing and are dropped; the report counts them. An empty split gives an empty result. A chat the template
+    cannot encode exactly is an `InvalidRowError` naming the source (`source_of(row)`), split, row, turn and reason,
+    or with `skip_invalid_rows` is dropped and counted by reason.
+    """
+    if not len(dataset):
+        report = TruncationReport(0, 0, 0)
+        logger.info("%s split: %s", split_name, report)
+        return Dataset.from_dict({"input_ids": [], "labels": []}, features=TOKENIZED_FEATURES), report
+
+    def encode(row: dict) -> list[dict]:
+        encoding = encode_chat(
+            tokenizer, row["messages"], history_rewrite=history_rewrite, train_on_prompt=train_on_prompt
+        )
+        examples = []
+        for example in encoding.examples:
+            length = len(example["input_ids"])
+            if max_length is not None and length > max_length:
+                example = {key: values[:max_length] for key, values in example.items()}
+            has_trained = any(label != IGNORE_INDEX for label in example["labels"])
+            examples.append({**example, "full_length": length, "has_trained": has_trained, "layout": encoding.layout})
+        return examples
+
+    encoded = encode_rows(
+        dataset,
+        encode,
+        empty={"input_ids": [], "labels": [], "full_length": 0, "has_trained": False, "layout": ""},
+        split_name=split_name,
+        skip_invalid_rows=skip_invalid_rows,
+        source_of=source_of,
+        num_proc=num_proc,
+        desc=f"Tokenizing {split_name} chats",
+    )
+    examples = encoded.examples
+    rows_and_layouts = list(zip(examples["row"], examples["layout"], strict=True))
+    truncated = sum(1 for n in examples["full_length"] if max_length is not None and n > max_length)
+    keep = [i for i, ok in enumerate(examples["has_trained"]) if ok]
+    report = TruncationReport(
+        len(examples),
+        truncated,
+        len(examples) - len(keep),
+        expanded_rows=len({row for row, layout in rows_and_layouts if layout == "expanded"}),
+        last_turn_rows=len({row for row, layout in rows_and_layouts if layout == "last_turn"}),
+        refused_rows=sum(encoded.refused.values()),
+    )
+    if len(keep) < len(examples):
+        examples = examples.select(keep)
+    logger.info("%s split: %s", split_name, report)
+    return examples.select_columns(["input_ids", "labels"]), report
+
+
+def padding_fraction(lengths: list[int], batch_size: int) -> float:
+    """Share of positions that would be padding if `lengths` were batched in order, `batch_size` at a time."""
+    padded = real = 0
+    for start in range(0, len(lengths), batch_size):
+        batch = lengths[start : start + batch_size]
+        padded += max(batch) * len(batch)
+        real += sum(batch)
+    return 1 - real / padded if padded else 0.0
 
 
 class SFTTrainer(CrashSafeTrainerMixin, trl.SFTTrainer):
     """TRL's `SFTTrainer` with complete-checkpoint manifests, a finite-loss check on every micro-batch, and no save of
-    non-finite weights."""
+    non-finite weights (`alignment.reliability`)."""
+
+
+class SFTStage(Stage):
+    """Chats (`messages`) -> every assistant turn trained in its inference context -> TRL's SFTTrainer."""
+
+    name = "sft"
+    config_class = SFTConfig
+    trainer_class = SFTTrainer
+    required_columns = ("messages",)
+    row_problem = staticmethod(sft_row_problem)
+
+    def tokenizer_options(self, recipe: Recipe) -> dict:
+        return {
+            "max_length": recipe.training.max_length,
+            "train_on_prompt": recipe.data.train_on_prompt,
+            "history_rewrite": recipe.data.history_rewrite,
+            "skip_invalid_rows": recipe.data.skip_invalid_rows,
+            "num_proc": recipe.training.dataset_num_proc,
+        }
+
+    def tokenize(self, rows, tokenizer, *, split, source_of=None, **options) -> tuple[Dataset, TruncationReport]:
+        return tokenize_chats(rows, tokenizer, split_name=split, source_of=source_of, **options)
+
+    def build_trainer(self, recipe, tokenizer, data, model, **kwargs) -> Trainer:
+        if recipe.training.padding_free and not recipe.training.packing:
+            # Every chat is already cut to `max_length` by `tokenize_chats`; TRL refuses padding-free batches while
+            # it is still set.
+            recipe.training.max_length = None
+        return super().build_trainer(recipe, tokenizer, data, model, **kwargs)
+
+    def trainer_kwargs(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> dict:
+        return {"peft_config": trl.get_peft_config(recipe.model)}
+
+
+SFT = SFTStage()

@@ -14,8 +14,9 @@ from alignment.data import (
     InvalidRowError,
     conversation_problem,
     load_mixture,
-    sft_row_problem,
+    read_rows,
 )
+from alignment.sft import sft_row_problem
 
 
 @pytest.fixture(autouse=True)
@@ -123,6 +124,38 @@ def test_empty_file_is_refused(tmp_path, content):
     path.write_text(content)
     with pytest.raises(ValueError, match=r"empty\.jsonl is empty"):
         load_mixture(args({str(path): 1.0}))
+
+
+# Reading rows outside a mixture
+
+
+@pytest.mark.parametrize("form", ["lines", "array"])
+def test_read_rows_round_trips_a_good_file(tmp_path, form):
+    rows = [chat(0), {"prompt": "caf\u00e9 \U0001f600", "score": 1.5, "tags": ["a", None]}]
+    if form == "lines":
+        path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    else:
+        path = tmp_path / "rows.json"
+        path.write_text(json.dumps(rows, indent=2, ensure_ascii=False), encoding="utf-8")
+    assert read_rows(path) == rows
+
+
+def test_read_rows_refuses_a_duplicate_key_naming_the_file(tmp_path):
+    path = tmp_path / "dup.jsonl"
+    path.write_text(json.dumps(chat(0)) + '\n{"prompt": "a", "prompt": "b"}\n')
+    with pytest.raises(ValueError, match=r"dup\.jsonl line 2: duplicate key 'prompt'"):
+        read_rows(path)
+
+
+def test_read_rows_refuses_a_truncated_file_naming_the_file(tmp_path):
+    path = tmp_path / "cut.jsonl"
+    path.write_text(json.dumps(chat(0)) + "\n" + json.dumps(chat(1))[:-7])
+    with pytest.raises(ValueError, match=r"cut\.jsonl line 2: invalid JSON"):
+        read_rows(path)
+    array = tmp_path / "cut.json"
+    array.write_text(json.dumps([chat(0), chat(1)], indent=2)[:-3])
+    with pytest.raises(ValueError, match=r"cut\.json line \d+ column \d+: invalid JSON"):
+        read_rows(array)
 
 
 # Fractions and weights

@@ -11,13 +11,16 @@ A stand-in model returns hand-chosen per-token log-probs, so TRL's losses and ou
 
 import math
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 import torch
+import trl
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
-from alignment.dpo import LOSS_TYPES, DPOConfig, PreferenceTrainer
+from alignment.dpo import LOSS_TYPES, PREFERENCE_LOSSES, DPOConfig, LossInputs, PreferenceTrainer
+from alignment.dpo.losses import LABEL_SMOOTHING_LOSS_TYPES, OUR_LOSS_TYPES, REFERENCE_FREE_LOSS_TYPES
 
 CHOSEN = [[-0.5, -0.3], [-0.2, -0.9, -0.6]]
 REJECTED = [[-1.0, -0.7, -0.4], [-1.5]]
@@ -123,7 +126,7 @@ CASES = {
         {},
         mean(-logsigma(BETA * (R_W[i] / len(CHOSEN[i]) - R_L[i] / len(REJECTED[i]))) for i in range(2)),
     ),
-    # Ours (alignment.preference_losses)
+    # Ours (alignment.dpo.losses)
     "orpo": ({}, mean(orpo(w, lo) for w, lo in zip(AVG_W, AVG_L, strict=True))),  # ORPO eqs. 6-7, λ = β
     "simpo": (
         {"beta": 2.0, "simpo_gamma": 0.5},
@@ -255,3 +258,106 @@ def test_bad_loss_settings_are_refused_naming_the_field(config, message, tmp_pat
     with pytest.raises(ValueError) as error:
         DPOConfig(output_dir=str(tmp_path), report_to="none", **config)
     assert message in str(error.value)
+
+
+# The registry (`alignment.dpo.losses.PREFERENCE_LOSSES`): what each loss is, as the handbook documents it.
+TRL_LOSSES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+)
+# Each loss we compute -> the CASES case it is checked against.
+OUR_CASES = {
+    "orpo": PREFERENCE_LOSSES["orpo"],
+    "simpo": PREFERENCE_LOSSES["simpo"],
+    "kto_pair": PREFERENCE_LOSSES["kto_pair"],
+    "cdpo": PREFERENCE_LOSSES["sigmoid"].smoothed,
+}
+
+
+def test_the_validation_tables_are_the_registrys():
+    assert LOSS_TYPES == (*TRL_LOSSES, "orpo", "simpo", "kto_pair")
+    assert OUR_LOSS_TYPES == ("orpo", "simpo", "kto_pair")
+    assert REFERENCE_FREE_LOSS_TYPES == ("orpo", "simpo")
+    assert set(LABEL_SMOOTHING_LOSS_TYPES) == {"sigmoid", "robust", "exo_pair", "aot", "aot_unpaired"}
+    assert all(PREFERENCE_LOSSES[name].compute is None for name in TRL_LOSSES)
+    assert [loss.name for loss in PREFERENCE_LOSSES.values() if loss.smoothed is not None] == ["sigmoid"]
+    assert PREFERENCE_LOSSES["sigmoid"].smoothed.reads_label_smoothing
+
+
+def test_the_loss_type_help_is_the_registrys():
+    help_text = DPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
+    assert f"one of {', '.join(LOSS_TYPES)};" in help_text
+    assert "`orpo` and `simpo` use no reference model" in help_text
+    assert "`sigmoid` with `label_smoothing > 0` is conservative DPO" in help_text
+
+
+def test_every_loss_we_compute_has_a_registry_case():
+    ours = [
+        loss
+        for entry in PREFERENCE_LOSSES.values()
+        for loss in (entry, entry.smoothed)
+        if loss is not None and loss.compute is not None
+    ]
+    assert sorted(loss.name for loss in ours) == sorted(loss.name for loss in OUR_CASES.values())
+
+
+@pytest.mark.parametrize("case", list(OUR_CASES))
+def test_registry_compute_equals_the_paper_formula(case):
+    """Each of our functions on hand-made tensors of the kind its entry names (`inputs`), without the trainer."""
+    loss = OUR_CASES[case]
+    config, expected = CASES[case]
+    args = SimpleNamespace(**{"beta": BETA, "label_smoothing": 0.0, "simpo_gamma": 0.5, **config})
+    chosen, rejected = (AVG_W, AVG_L) if loss.inputs is LossInputs.AVG_LOGPS else (R_W, R_L)
+    chosen, rejected = torch.tensor(chosen, requires_grad=True), torch.tensor(rejected, requires_grad=True)
+    losses, metrics = loss.compute(chosen, rejected, args)
+    assert losses.shape == (2,)
+    assert losses.mean().item() == pytest.approx(expected, abs=1e-6)
+    assert all(not value.requires_grad for value in metrics.values())
+
+
+def test_orpo_returns_its_two_terms_as_metrics():
+    args = SimpleNamespace(beta=BETA)
+    _, metrics = PREFERENCE_LOSSES["orpo"].compute(torch.tensor(AVG_W), torch.tensor(AVG_L), args)
+    assert metrics["sft_loss"].mean().item() == pytest.approx(mean(-w for w in AVG_W), abs=1e-6)
+    odds = mean(orpo(w, lo) + w for w, lo in zip(AVG_W, AVG_L, strict=True)) / BETA
+    assert metrics["odds_ratio_loss"].mean().item() == pytest.approx(odds, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("config", "computed_by", "reference_free"),
+    [
+        *(({"loss_type": name}, "trl", False) for name in TRL_LOSSES if name != "exo_pair"),
+        ({"loss_type": "exo_pair", "label_smoothing": 1e-3}, "trl", False),
+        ({"loss_type": "sigmoid", "label_smoothing": 0.2}, "conservative DPO", False),
+        ({"loss_type": ["sigmoid", "ipo"]}, "trl", False),
+        ({"loss_type": "orpo"}, "orpo", True),
+        ({"loss_type": "simpo"}, "simpo", True),
+        ({"loss_type": "kto_pair"}, "kto_pair", False),
+    ],
+)
+def test_config_routes_each_loss_as_the_registry_says(config, computed_by, reference_free, tmp_path):
+    args = DPOConfig(output_dir=str(tmp_path), report_to="none", **config)
+    assert (args.own_loss.name if args.computes_own_loss else "trl") == computed_by
+    assert args.is_reference_free == reference_free
+
+
+@pytest.mark.parametrize("case", ["sigmoid", "cdpo", "ipo+sigmoid (MPO-style weights)", "orpo", "kto_pair"])
+def test_trainer_hands_trl_only_trls_losses(case, tiny_base, tiny_tokenizer, tmp_path, cache_dir):
+    config, _ = CASES[case]
+    trainer = make_trainer(tiny_base, tiny_tokenizer, tmp_path, cache_dir, **{"loss_type": case, **config})
+    with mock.patch.object(trl.DPOTrainer, "_compute_loss", autospec=True, return_value=torch.tensor(0.0)) as trl_loss:
+        trainer.compute_loss(FixedLogProbs(), batch(reference=not trainer.args.is_reference_free))
+    assert trl_loss.called == (trainer.args.own_loss is None)
+    assert trl_loss.called == (case in ("sigmoid", "ipo+sigmoid (MPO-style weights)"))

@@ -1,12 +1,13 @@
 """Hostile input, property-based (hypothesis): the file loaders and the SFT loss mask under odd bytes and odd text.
 
-Loaders (`alignment.data.load_mixture` over one local file): rows with any text in them (emoji, CJK, right-to-left,
-zero-width and control characters), written as JSON Lines or as one JSON array (or one object), with or without a
-UTF-8 byte-order mark, LF or CRLF line ends, blank lines, non-ASCII raw or escaped, come back exactly as written.
-Invalid JSON, bytes that are not UTF-8 and empty files fail with one exact message naming the file and the line (and,
-for bad bytes, the column and byte offset), never with a traceback from inside `datasets` or pyarrow.
+Loaders (`alignment.data.load_mixture` over one local file, and `alignment.data.read_rows`, its strict parse alone):
+rows with any text in them (emoji, CJK, right-to-left, zero-width and control characters), written as JSON Lines or
+as one JSON array (or one object), with or without a UTF-8 byte-order mark, LF or CRLF line ends, blank lines,
+non-ASCII raw or escaped, come back exactly as written. Invalid JSON, bytes that are not UTF-8 and empty files fail
+with one exact message naming the file and the line (and, for bad bytes, the column and byte offset), never with a
+traceback from inside `datasets` or pyarrow; `read_rows` fails with the same message as `load_mixture`.
 
-Token ids (`alignment.turns.encode_chat`, `alignment.chat_data.tokenize_chats`), under every shipped template: every
+Token ids (`alignment.turns.encode_chat`, `alignment.sft.tokenize_chats`), under every shipped template: every
 example passes the token invariant (`tests/invariant.py`: the ids before each trained run are the inference prompt
 ids of one turn, the run is that turn's reply ids, each turn trained once), and the trained runs decode, for the
 byte-level BPE tokenizer used here (every string round-trips), to each answer as written in the data, character for
@@ -35,9 +36,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from tokenizers import normalizers
 
-from alignment.chat_data import TOKENIZED_FEATURES, TruncationReport, tokenize_chats
 from alignment.configs import DataArguments
-from alignment.data import InvalidRowError, load_mixture, sft_row_problem
+from alignment.data import InvalidRowError, load_mixture, read_rows
+from alignment.sft import TOKENIZED_FEATURES, TruncationReport, sft_row_problem, tokenize_chats
 from alignment.templates import list_chat_templates, load_chat_template, set_chat_template
 from alignment.turns import IGNORE_INDEX, encode_chat
 
@@ -384,6 +385,58 @@ def test_rows_datasets_misreads_are_refused(tmp_path, monkeypatch):
 def test_corrupt_parquet_is_named(tmp_path):
     path = write(tmp_path, "chats.parquet", b"PAR1 not really")
     assert load_error(path).startswith(f"Could not read {path}: ")
+
+
+# ---- read_rows: the same strict parse, the rows as dicts ------------------------------------------------------------
+
+
+@settings(max_examples=30, **FILE_CASES)
+@given(
+    file=json_lines().map(lambda f: (b"".join(f[0]), f[1])) | json_documents().map(lambda f: (f[0].encode(), f[1])),
+    bom=st.booleans(),
+    suffix=st.sampled_from([".jsonl", ".json"]),
+)
+def test_read_rows_gives_any_text_back_exactly(tmp_path, file, bom, suffix):
+    data, written = file
+    assert read_rows(write(tmp_path, "chats" + suffix, codecs.BOM_UTF8 * bom + data)) == written
+
+
+CHAT = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("chats.jsonl", f'{CHAT}\n{{"messages": [], "messages": []}}\n'.encode()),
+        ("chats.jsonl", f'{CHAT}\n{{"messages": "\\ud83d"}}\n'.encode()),
+        ("chats.json", f'[{CHAT}, {{"messages": "\\ud83d"}}]'.encode()),
+        ("chats.jsonl", f"{CHAT}\n[1, 2]\n".encode()),
+        ("chats.json", f"[{CHAT}, 3]".encode()),
+        ("chats.jsonl", f"{CHAT}\n{CHAT[:-9]}".encode()),
+        ("chats.json", f"[\n  {CHAT},\n  {CHAT[:-9]}".encode()),
+        ("chats.jsonl", f"{CHAT}\n".encode() + b'{"messages": "caf\xe9"}\n'),
+        ("chats.jsonl", b""),
+        ("chats.json", b"\n  \n"),
+    ],
+    ids=[
+        "duplicate key",
+        "lone surrogate",
+        "lone surrogate in array",
+        "not an object",
+        "array element not an object",
+        "truncated line",
+        "truncated array",
+        "not utf-8",
+        "empty",
+        "blank",
+    ],
+)
+def test_read_rows_refuses_what_load_mixture_refuses_with_the_same_message(tmp_path, name, data):
+    path = write(tmp_path, name, data)
+    with pytest.raises(ValueError) as caught:
+        read_rows(path)
+    assert type(caught.value) is ValueError
+    assert str(caught.value) == load_error(path)
 
 
 # ---- the loss mask: exactly each answer and its end-of-turn token ---------------------------------------------------

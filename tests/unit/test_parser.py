@@ -5,9 +5,10 @@ import dataclasses
 import pytest
 import yaml
 
-from alignment.configs import DataArguments, ModelArguments, SFTConfig
+from alignment.configs import DataArguments, ModelArguments
 from alignment.parser import RecipeError, RecipeParser
 from alignment.run_utils import resolved_config
+from alignment.sft import SFTConfig
 
 
 @dataclasses.dataclass

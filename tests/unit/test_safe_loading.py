@@ -10,10 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from alignment.configs import ModelArguments, SFTConfig
+from alignment.configs import ModelArguments
 from alignment.dpo import DPOConfig
 from alignment.model_utils import load_model
 from alignment.reward import RewardConfig
+from alignment.sft import SFTConfig
 from alignment.value import PICKLED_VALUE_HEAD_NAME, ValueConfig, ValueHead, load_value_head
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,47 @@
+"""Read a recipe's `dataset_mixer` into one `DatasetDict` with "train" and "test" splits, checking every row.
+
+Sources are hub ids or local paths: a .json/.jsonl/.parquet file (a JSON file holds JSON Lines or one array of rows,
+as UTF-8 with or without a byte-order mark, whatever its extension), a folder written by `save_to_disk` (a `Dataset`
+or a `DatasetDict`), or a folder of such files, where a file's name is its split (`train.jsonl`, `test_sft.parquet`,
+`train-00000-of-00002.parquet`). A lone file or saved `Dataset` has no split names of its own: in the Zephyr form it
+is the source's train split, in the list form it is the entry's split. A JSON file is parsed strictly before anything
+else reads it: invalid JSON, bytes that are not UTF-8 or an empty file stop with the file, line (and byte) named.
+
+Each source is processed on its own, in this order, so that every count and every error names the source:
+
+1. read the requested splits and select `columns` (list form);
+2. check `required_columns`, then that all sources have the same columns (mixing needs one schema);
+3. check every row with `validate_row` (train and test splits, before any subsampling, so a bad row is named by its
+   index in the source as written): raise `InvalidRowError` at the first bad row, or with `skip_invalid_rows` drop
+   it and count it by kind;
+4. keep the source's `fraction`/`weight` of its train rows, sampled by `seed` (test splits are always kept whole, as
+   in the original handbook: evaluation should not depend on how the training mixture is weighted);
+5. when the source has no test split, hold out `test_split_size` of those kept train rows as its test split.
+
+The counts of every step are logged at INFO, one line per source, and returned in `Mixture.report`.
+
+The package in three modules, imported from `alignment.data` (the names below) or from the module itself:
+
+- `rows`: the row vocabulary every stage shares: `InvalidRowError`, `RowProblem` and its `problem_kind`, the chat
+  check `conversation_problem`.
+- `readers`: opening a source (hub id, local file or folder, saved dataset) and the strict JSON / JSON Lines reader,
+  also public as `read_rows` for code that wants one local file's rows as dicts.
+- `mixture`: `load_mixture` and what it returns (`Mixture`, `MixtureReport`, `SourceReport`): parsing both
+  `dataset_mixer` forms, column checks, dropping invalid rows, sampling and mixing.
+"""
+
+from alignment.data.mixture import Mixture, MixtureReport, SourceReport, load_mixture
+from alignment.data.readers import read_rows
+from alignment.data.rows import InvalidRowError, RowProblem, conversation_problem, problem_kind
+
+__all__ = [
+    "InvalidRowError",
+    "Mixture",
+    "MixtureReport",
+    "RowProblem",
+    "SourceReport",
+    "conversation_problem",
+    "load_mixture",
+    "problem_kind",
+    "read_rows",
+]

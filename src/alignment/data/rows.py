@@ -1,0 +1,98 @@
+"""The row vocabulary every stage shares: the error a bad row raises, the reasons validators return, and the checks.
+
+A stage's row validator (passed to `load_mixture` as `validate_row`) returns None for a good row or a `RowProblem`:
+its message names what is wrong, its `kind` is the stable class that dropped rows are counted by. `InvalidRowError`
+names the refused row by source, split and index. `conversation_problem` is the check of a `messages` chat that
+every stage applies; `describe` and `clip` write a bad value into a message the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VALID_ROLES = ("system", "user", "assistant")
+
+
+class InvalidRowError(ValueError):
+    """A row that `validate_row` refused, named by source, split and 0-based row index (as in `dataset[row]`)."""
+
+    def __init__(self, source: str, split: str, row: int, reason: str):
+        self.source, self.split, self.row, self.reason = source, split, row, reason
+        super().__init__(
+            f"{source} (split '{split}') row {row}: {str(reason).rstrip('.')}. Fix the data, or set "
+            "`skip_invalid_rows: true` to drop such rows and log a count per reason."
+        )
+
+
+class RowProblem(str):
+    """A reason a row is invalid: the full message (the string itself) plus `kind`, its stable class.
+
+    Counts of dropped rows are keyed by `kind` ("unknown role"), so that one bad role name per row does not make one
+    count per row; the message ("unknown role 'bot' at message 2 ...") goes into errors and logged examples. A
+    validator may return a plain string instead: it is then its own kind.
+    """
+
+    kind: str
+
+    def __new__(cls, kind: str, message: str) -> RowProblem:
+        problem = super().__new__(cls, message)
+        problem.kind = kind
+        return problem
+
+
+def problem_kind(reason: str) -> str:
+    """The count key of a validator's reason: its `kind` for a `RowProblem`, else the reason itself."""
+    return getattr(reason, "kind", str(reason))
+
+
+def conversation_problem(messages: Any) -> RowProblem | None:
+    """Why `messages` is not a trainable chat, or None if it is.
+
+    A chat is a non-empty list of `{"role", "content"}` dicts with roles among system, user and assistant and
+    non-empty string contents; after an optional leading system message the roles alternate user, assistant, ...
+    (starting with user), and at least one assistant turn exists to train on. Messages count from 0.
+    """
+    if not isinstance(messages, list):
+        return RowProblem("messages not a list", f"messages is {describe(messages)}, expected a list of messages")
+    if not messages:
+        return RowProblem("no messages", "messages is an empty list")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            return RowProblem(
+                "malformed message", f"message {index} is not a dict with 'role' and 'content': {describe(message)}"
+            )
+        role, content = message["role"], message["content"]
+        if role not in VALID_ROLES:
+            return RowProblem(
+                "unknown role", f"unknown role {role!r} at message {index} (valid: {', '.join(VALID_ROLES)})"
+            )
+        if not isinstance(content, str):
+            return RowProblem("non-string content", f"message {index} ({role}) content is {describe(content)}")
+        if not content.strip():
+            return RowProblem("empty content", f"message {index} ({role}) has empty content")
+    roles = [message["role"] for message in messages]
+    first = 1 if roles[0] == "system" else 0
+    for index in range(first, len(roles)):
+        expected = "user" if (index - first) % 2 == 0 else "assistant"
+        if roles[index] != expected:
+            return RowProblem(
+                "roles out of order",
+                f"message {index} is {roles[index]!r}, expected {expected!r} (after an optional leading system "
+                "message, roles alternate user, assistant, ...)",
+            )
+    if "assistant" not in roles:
+        return RowProblem("no assistant turn", "no assistant message to train on")
+    return None
+
+
+def describe(value: Any) -> str:
+    """A short description of a bad value for error messages: its type and a clipped repr."""
+    return "None" if value is None else f"{type(value).__name__} {clip(value)}"
+
+
+def clip(value: Any, limit: int = 80) -> str:
+    """`value` for a message: a string as it is, else its repr; unprintable characters (control, zero-width,
+    direction overrides) escaped so that the message shows them; cut to `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

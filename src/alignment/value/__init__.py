@@ -1,0 +1,111 @@
+"""Step value models in the style of ReST-MCTS*: a causal LM plus a scalar value head, trained on SFT and per-step Q.
+
+Tree search over reasoning steps needs a model that scores each partial solution. The ReST-MCTS* authors trained one
+on TRL's `AutoModelForCausalLMWithValueHead`, which TRL 1.x no longer ships; this package is our own version of that
+stage, built on `transformers.Trainer` (checkpoints, resume, logging, DeepSpeed and PEFT come from there).
+
+Data, two accepted row forms (one per dataset; `value_row_problem` checks them, `to_trace` reads them):
+
+* ReST-MCTS*: `{"prompt": str | messages, "response": [{"step": str, "Q": float}, ...]}`, Q in [-1, 1]. The trace is
+  positive (its steps are also SFT targets) when its final step's Q is exactly 1.
+* TRL stepwise supervision: `{"prompt": str | messages, "completions": [str, ...], "labels": [bool, ...]}`. Each
+  step's Q is +1 when its label is true, -1 when false; the trace is positive when every label is true (a trace with
+  a wrong step somewhere is not a demonstration to imitate, whatever its last label says).
+
+A string prompt is one user turn; a message list must end with a user turn. Both are rendered with the chat template
+and its generation prompt (`render_prompt`), exactly as at inference.
+
+Tokens (`tokenize_trace`): the rendered prompt, then each step as `step.strip() + "\\n"` tokenised on its own and
+appended, so the tokens of a trace's first k steps do not depend on the steps after them (a search can score a
+partial solution and extend it). Per token:
+
+* `Q` is `Q_IGNORE` (-100.0) everywhere except at the last token of each step (the one carrying its newline), which
+  holds that step's Q. The value is read at that position in training, evaluation and `score_steps`.
+* `labels` are the step tokens of a positive trace, and `IGNORE_INDEX` elsewhere; prompt tokens are trained only with
+  `train_on_prompt` (then in every trace: a prompt is never wrong).
+* Sequences are cut at `max_length` (ReST-MCTS*'s `cutoff_len`), keeping the start; a step whose last token is cut
+  off loses its target. `ValueTruncationReport` counts the steps lost; rows left with no target and no label are
+  dropped and counted.
+
+The ignore value is -100.0 rather than a recipe knob because the Trainer pads predictions and labels with -100 when it
+gathers evaluation batches across steps and processes: any other value would turn that padding into Q targets.
+
+Model (`ValueModel`): the causal LM (`body`, full or PEFT-wrapped) and `ValueHead`, a linear map of the last hidden
+state to one scalar passed through tanh, computed in fp32 whatever the body's dtype. Position ids are derived from
+the attention mask, so left and right padding give the same values.
+
+Loss (`joint_loss`): `sft_loss + value_loss_weight * value_loss`. `sft_loss` is the mean next-token cross-entropy over
+the label tokens, and 0 (not NaN) when there are none (a batch of negative traces). `value_loss` is the squared error
+`(value - Q)^2` summed over the Q positions and divided by (their count + 1e-3). In training both means run over the
+whole optimizer step, every micro-batch of every process (the authors' LLaMA-Factory code averaged micro-batch
+means instead): one process with batch 8 and two with batch 4 then compute the same loss and the same gradient.
+
+Saving: `value_head.safetensors` (fp32, keys `weight` and `bias`) is written beside the full model or the LoRA
+adapter, by `save_value_model`, in every checkpoint and in the final output. The trainer saves from the state dict
+the Trainer gathers (under DeepSpeed ZeRO-3, `accelerator.get_state_dict` consolidates the shards on rank 0), never
+from the live, possibly partitioned, parameters. `load_value_model(path)` reloads either kind in one call.
+
+Modules: `config` (`ValueConfig`), `rows` (row forms, tokens, `ValueCollator`), `modeling` (head, model, build, save,
+load), `loss` (joint loss and metrics), `trainer` (`ValueTrainer`), `scoring` (`score_traces`, `score_steps`), `stage`
+(the builder `VALUE` that the script, the benchmarks and the pipeline use). Every public name is imported from here.
+"""
+
+from alignment.value.config import ValueConfig
+from alignment.value.loss import JointLoss, auroc, compute_value_metrics, joint_loss, value_metrics
+from alignment.value.modeling import (
+    PICKLED_VALUE_HEAD_NAME,
+    VALUE_HEAD_NAME,
+    ValueHead,
+    ValueModel,
+    build_value_model,
+    load_value_head,
+    load_value_model,
+    save_value_model,
+)
+from alignment.value.rows import (
+    Q_IGNORE,
+    StepTrace,
+    ValueCollator,
+    ValueTruncationReport,
+    encode_steps,
+    step_text,
+    to_trace,
+    tokenize_trace,
+    tokenize_traces,
+    value_row_problem,
+)
+from alignment.value.scoring import score_steps, score_traces
+from alignment.value.stage import VALUE, ValueStage
+from alignment.value.trainer import ValueTrainer
+
+__all__ = [
+    "JointLoss",
+    "PICKLED_VALUE_HEAD_NAME",
+    "Q_IGNORE",
+    "StepTrace",
+    "VALUE",
+    "VALUE_HEAD_NAME",
+    "ValueCollator",
+    "ValueConfig",
+    "ValueHead",
+    "ValueModel",
+    "ValueStage",
+    "ValueTrainer",
+    "ValueTruncationReport",
+    "auroc",
+    "build_value_model",
+    "compute_value_metrics",
+    "encode_steps",
+    "joint_loss",
+    "load_value_head",
+    "load_value_model",
+    "save_value_model",
+    "score_steps",
+    "score_traces",
+    "step_text",
+    "to_trace",
+    "tokenize_trace",
+    "tokenize_traces",
+    "value_metrics",
+    "value_row_problem",
+]

@@ -1,0 +1,211 @@
+"""The value model: `ValueHead` on a causal LM's last hidden state, `ValueModel` (body plus head), and how one is
+built for training (`build_value_model`), saved (`save_value_model`: `value_head.safetensors` beside the body) and
+loaded back (`load_value_model`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from peft import get_peft_model, prepare_model_for_kbit_training
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+from trl import get_peft_config
+
+from alignment.configs import ModelArguments
+from alignment.model_utils import load_model, match_embeddings_to_tokenizer
+from alignment.value.config import ValueConfig, is_zero3
+
+logger = logging.getLogger(__name__)
+
+VALUE_HEAD_NAME = "value_head.safetensors"
+PICKLED_VALUE_HEAD_NAME = "value_head.pth"
+
+
+class ValueHead(nn.Module):
+    """`tanh(w . h + b)` on the last hidden state `h`, computed in fp32 with autocast off.
+
+    Its parameters are direct (no inner `nn.Linear`), so DeepSpeed ZeRO-3's hook on this module gathers them before
+    `forward` reads them.
+    """
+
+    def __init__(self, hidden_size: int, dtype: torch.dtype = torch.float32, seed: int = 0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1, hidden_size, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(1, dtype=dtype))
+        # Scaled so that the initial values have unit-order spread on unit-variance hidden states (as reward heads).
+        # Drawn from its own seeded generator: the global one's state depends on how the body was loaded (one
+        # process, DDP, ZeRO-3 init), and the head must start the same in every layout.
+        generator = torch.Generator().manual_seed(seed)
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(hidden_size + 1), generator=generator)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+            scores = F.linear(hidden_states.float(), self.weight.float(), self.bias.float())
+        return torch.tanh(scores).squeeze(-1)
+
+
+class ValueModel(nn.Module):
+    """A causal LM (`body`: a `PreTrainedModel` or a PEFT model) and its `value_head`.
+
+    `forward` returns `{"logits", "values"}`: next-token logits and one value in (-1, 1) per position.
+    """
+
+    def __init__(self, body: nn.Module, value_head: ValueHead):
+        super().__init__()
+        self.body = body
+        self.value_head = value_head
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, values_only: bool = False
+    ) -> dict[str, torch.Tensor]:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Positions count real tokens only, so a left-padded row sees the positions it would see unpadded.
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        outputs = self.body(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+            use_cache=False,
+            # Scoring needs no vocabulary projection beyond one position.
+            **({"logits_to_keep": 1} if values_only else {}),
+        )
+        return {"logits": outputs.logits, "values": self.value_head(outputs.hidden_states[-1])}
+
+    @property
+    def config(self):
+        """The body's config (the Trainer and its model card read `model.config`)."""
+        return self.body.config
+
+    @property
+    def generation_config(self):
+        """The body's generation config: the LM still generates steps, and `save_and_card` saves it."""
+        return self.body.generation_config
+
+    def create_or_update_model_card(self, output_dir: str) -> None:
+        """The LoRA body's adapter card: the Trainer calls this when the card it writes is a PEFT one (a LoRA value
+        model saves its adapter, whose card says `library_name: peft`)."""
+        self.body.create_or_update_model_card(output_dir)
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
+        """Checkpoint the body's layers (called by the Trainer for `gradient_checkpointing: true`)."""
+        self.body.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=activation_checkpointing_kwargs,
+            every_n_layers=every_n_layers,
+            offload=offload,
+        )
+
+
+def _hidden_size(body: nn.Module) -> int:
+    config = body.config.get_text_config() if hasattr(body.config, "get_text_config") else body.config
+    return config.hidden_size
+
+
+def has_value_head(path: str | Path) -> bool:
+    """True when `path` holds a value head, as safetensors or as a pickle (`value_head.pth`)."""
+    return (Path(path) / VALUE_HEAD_NAME).is_file() or (Path(path) / PICKLED_VALUE_HEAD_NAME).is_file()
+
+
+def load_value_head(
+    path: str | Path, hidden_size: int, dtype: torch.dtype = torch.float32, *, allow_pickle_weights: bool = False
+) -> ValueHead:
+    """Read `path/value_head.safetensors` into a `ValueHead`, checking its width against the body's.
+
+    A `value_head.pth` alone (older value-model code saves one) is read only with `allow_pickle_weights`, and then
+    as tensors only (`weights_only=True`)."""
+    file = Path(path) / VALUE_HEAD_NAME
+    if file.is_file():
+        state = load_file(str(file))
+    elif (Path(path) / PICKLED_VALUE_HEAD_NAME).is_file():
+        file = Path(path) / PICKLED_VALUE_HEAD_NAME
+        if not allow_pickle_weights:
+            raise ValueError(
+                f"{file} is a pickle, which can run arbitrary code when loaded, and {path} has no {VALUE_HEAD_NAME}. "
+                "Set `allow_pickle_weights: true` if you trust the source."
+            )
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"No {VALUE_HEAD_NAME} in {path}: not the output of scripts/run_value.py.")
+    if set(state) != {"weight", "bias"} or tuple(state["weight"].shape) != (1, hidden_size):
+        shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
+        raise ValueError(
+            f"{file} holds {shapes}; a value head for this model needs weight (1, {hidden_size}) and bias (1,)."
+        )
+    head = ValueHead(hidden_size, dtype=dtype)
+    head.load_state_dict(state)
+    return head
+
+
+def build_value_model(
+    model_args: ModelArguments, training_args: ValueConfig, tokenizer: PreTrainedTokenizerBase
+) -> ValueModel:
+    """The model to train: the body from `load_model` (embeddings matched to the tokenizer, LoRA/QLoRA when asked)
+    and a value head, read from `model_name_or_path` when it is a value model's output, else freshly initialised."""
+    body = load_model(
+        model_args,
+        trust_remote_code=training_args.trust_remote_code,
+        gradient_checkpointing=training_args.gradient_checkpointing,
+    )
+    match_embeddings_to_tokenizer(body, tokenizer)
+    zero3 = is_zero3(training_args)
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        if getattr(body, "is_loaded_in_4bit", False) or getattr(body, "is_loaded_in_8bit", False):
+            body = prepare_model_for_kbit_training(
+                body, use_gradient_checkpointing=training_args.gradient_checkpointing
+            )
+        # Under ZeRO-3, fp32 adapters beside a bf16 base break DeepSpeed's coalesced all-gather (trl#6089).
+        body = get_peft_model(body, peft_config, autocast_adapter_dtype=not zero3)
+    # The same all-gather needs one dtype for small persistent parameters such as the head: under ZeRO-3 the head is
+    # stored in the body's dtype (its optimizer keeps an fp32 master copy; its arithmetic is fp32 either way).
+    head_dtype = body.dtype if zero3 and body.dtype in (torch.bfloat16, torch.float16) else torch.float32
+    hidden_size = _hidden_size(body)
+    source = Path(model_args.model_name_or_path)
+    if has_value_head(source):
+        logger.info("Value head: continuing from %s", source)
+        head = load_value_head(
+            source, hidden_size, dtype=head_dtype, allow_pickle_weights=model_args.allow_pickle_weights
+        )
+    else:
+        logger.info("Value head: new, %d inputs, stored in %s", hidden_size, head_dtype)
+        head = ValueHead(hidden_size, dtype=head_dtype, seed=training_args.seed)
+    return ValueModel(body, head)
+
+
+def save_value_model(model: ValueModel, output_dir: str | Path, state_dict: dict[str, torch.Tensor] | None = None):
+    """Write the body (`save_pretrained`: full weights, or the adapter of a PEFT body) and `value_head.safetensors`.
+
+    `state_dict` is the whole `ValueModel`'s (keys `body.*`, `value_head.*`), as the Trainer gathers it (under ZeRO-3
+    the consolidated copy on rank 0); None reads the live parameters, which is right only without sharding.
+    """
+    state_dict = model.state_dict() if state_dict is None else state_dict
+    head = {
+        k.removeprefix("value_head."): v.float().contiguous()
+        for k, v in state_dict.items()
+        if k.startswith("value_head.")
+    }
+    body = {k.removeprefix("body."): v for k, v in state_dict.items() if k.startswith("body.")}
+    if set(head) != {"weight", "bias"}:
+        raise ValueError(f"The state dict has no value head (value_head.* keys: {sorted(head)}); cannot save it.")
+    os.makedirs(output_dir, exist_ok=True)
+    model.body.save_pretrained(output_dir, state_dict=body)
+    save_file(head, str(Path(output_dir) / VALUE_HEAD_NAME), metadata={"format": "pt"})
+
+
+def load_value_model(path: str | Path, *, dtype: str = "float32", allow_pickle_weights: bool = False) -> ValueModel:
+    """A trained value model from `path` (full weights or a LoRA adapter merged into its base, plus the head), in
+    eval mode. The tokenizer, with its chat template, is in the same folder."""
+    if not has_value_head(path):
+        raise FileNotFoundError(f"No {VALUE_HEAD_NAME} in {path}: not the output of scripts/run_value.py.")
+    body = load_model(
+        ModelArguments(model_name_or_path=str(path), dtype=dtype, allow_pickle_weights=allow_pickle_weights)
+    )
+    head = load_value_head(path, _hidden_size(body), allow_pickle_weights=allow_pickle_weights)
+    return ValueModel(body, head).eval()

@@ -1,0 +1,296 @@
+"""Value rows and their tokens: the two accepted row forms read into one `StepTrace` (`to_trace`, and
+`value_row_problem` for `load_mixture`), each trace laid out as `input_ids`, `labels` and `Q` (`encode_steps`,
+`tokenize_trace`, `tokenize_traces`), and `ValueCollator`, which pads them. The forms and the layout are described in
+`alignment.value`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from datasets import Dataset, Features, List, Value
+from transformers import PreTrainedTokenizerBase
+
+from alignment.data import RowProblem, conversation_problem
+from alignment.row_encoding import encode_rows
+from alignment.templates import render_prompt
+from alignment.turns import IGNORE_INDEX, continuation_ids, inference_ids
+
+logger = logging.getLogger(__name__)
+
+# Q at every position that is not a step's last token: the Trainer's own padding value (see `alignment.value`).
+Q_IGNORE = float(IGNORE_INDEX)
+
+
+@dataclass
+class StepTrace:
+    """One row in the common form: prompt turns, step texts, one Q per step, and whether the trace is SFT data."""
+
+    prompt: list[dict[str, str]]
+    steps: list[str]
+    q: list[float]
+    positive: bool
+
+
+def _prompt_messages(prompt: Any) -> list[dict[str, str]] | RowProblem:
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            return RowProblem("empty prompt", "the prompt is empty")
+        return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, list):
+        # A prompt is a chat missing its answer: check it as one with a placeholder reply appended.
+        problem = conversation_problem([*prompt, {"role": "assistant", "content": "placeholder"}])
+        if problem is not None:
+            return RowProblem(problem.kind, f"prompt: {problem}")
+        return prompt
+    return RowProblem(
+        "malformed prompt", f"prompt must be a string or a list of messages, got {type(prompt).__name__}"
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def to_trace(row: dict) -> StepTrace | RowProblem:
+    """The row as a `StepTrace`, or the reason it is not a valid step-value row (the forms: see `alignment.value`)."""
+    if "prompt" not in row:
+        return RowProblem("missing column", f"no 'prompt' column (the row has: {', '.join(row)})")
+    rest, stepwise = "response" in row, "completions" in row or "labels" in row
+    if rest == stepwise:
+        return RowProblem(
+            "unknown form",
+            "a row needs either `response` (ReST-MCTS*: [{step, Q}]) or `completions` and `labels` (TRL stepwise "
+            f"supervision), not {'both' if rest else 'neither'} (the row has: {', '.join(row)})",
+        )
+    prompt = _prompt_messages(row["prompt"])
+    if isinstance(prompt, RowProblem):
+        return prompt
+    if rest:
+        response = row["response"]
+        if not isinstance(response, list) or not response:
+            return RowProblem("malformed response", "response must be a non-empty list of {step, Q}")
+        steps, q = [], []
+        for index, item in enumerate(response):
+            if not isinstance(item, dict) or "step" not in item or "Q" not in item:
+                return RowProblem("malformed step", f"response[{index}] is not a dict with 'step' and 'Q'")
+            steps.append(item["step"])
+            q.append(item["Q"])
+        where = "response[{}]"
+    else:
+        steps, labels = row.get("completions"), row.get("labels")
+        if not isinstance(steps, list) or not steps or not isinstance(labels, list):
+            return RowProblem("malformed completions", "completions and labels must be lists, completions non-empty")
+        if len(labels) != len(steps):
+            return RowProblem(
+                "label count", f"{len(steps)} completions but {len(labels)} labels: one boolean per step is needed"
+            )
+        if not all(isinstance(label, bool) for label in labels):
+            return RowProblem("non-boolean label", f"labels must be true/false, got {labels}")
+        q = [1.0 if label else -1.0 for label in labels]
+        where = "completions[{}]"
+    for index, (step, value) in enumerate(zip(steps, q, strict=True)):
+        if not isinstance(step, str) or not step.strip():
+            return RowProblem("empty step", f"{where.format(index)}: the step text is empty or not a string")
+        if not _is_number(value) or not -1.0 <= value <= 1.0:
+            return RowProblem("Q out of range", f"{where.format(index)}: Q {value!r} is not a number in [-1, 1]")
+    q = [float(value) for value in q]
+    positive = q[-1] == 1.0 if rest else all(value == 1.0 for value in q)
+    return StepTrace(prompt=prompt, steps=[step.strip() for step in steps], q=q, positive=positive)
+
+
+def value_row_problem(row: dict) -> RowProblem | None:
+    """`load_mixture` validator for value rows: None when the row is a valid step trace."""
+    trace = to_trace(row)
+    return trace if isinstance(trace, RowProblem) else None
+
+
+def step_text(step: str) -> str:
+    """How a step is written after the prompt: stripped, ending in one newline."""
+    return step.strip() + "\n"
+
+
+def encode_steps(
+    tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]], steps: Sequence[str]
+) -> tuple[list[int], int, list[int]]:
+    """`(input_ids, prompt_length, step_ends)`: the prompt's inference ids (`alignment.turns`), then each step's ids
+    as the continuation of everything before it, and the index of each step's last token. Used by training and by
+    `score_steps`, so both read the same positions.
+
+    Each step's ids are those of `prompt + steps[:k + 1]` after the ids of `prompt + steps[:k]`, proved a prefix, so a
+    step ends on a token boundary and the ids of the first k steps never depend on later ones (a search scores a
+    partial solution, then extends it); where a token straddles two steps, the step is tokenized on its own (as
+    generation appends it) and must decode to itself.
+
+    Raises:
+        ChatTemplateError: a step has no exact ids after the text before it (names the step).
+    """
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    text = render_prompt(tokenizer, messages)
+    input_ids = inference_ids(tokenizer, text)
+    prompt_length, step_ends = len(input_ids), []
+    for number, step in enumerate(steps):
+        ids, _ = continuation_ids(tokenizer, input_ids, text, step_text(step), f"step {number}")
+        text += step_text(step)
+        input_ids = input_ids + ids
+        step_ends.append(len(input_ids) - 1)
+    return input_ids, prompt_length, step_ends
+
+
+def tokenize_trace(
+    tokenizer: PreTrainedTokenizerBase,
+    trace: StepTrace,
+    *,
+    max_length: int | None,
+    train_on_prompt: bool = False,
+) -> dict[str, Any]:
+    """`input_ids`, `labels`, `Q` (see `alignment.value`), plus `steps` and `steps_kept` (step targets before and after
+    the cut) and `truncated`."""
+    input_ids, prompt_length, step_ends = encode_steps(tokenizer, trace.prompt, trace.steps)
+    response_labels = (
+        input_ids[prompt_length:] if trace.positive else [IGNORE_INDEX] * (len(input_ids) - prompt_length)
+    )
+    prompt_labels = input_ids[:prompt_length] if train_on_prompt else [IGNORE_INDEX] * prompt_length
+    labels = prompt_labels + response_labels
+    q = [Q_IGNORE] * len(input_ids)
+    for end, value in zip(step_ends, trace.q, strict=True):
+        q[end] = value
+    truncated = max_length is not None and len(input_ids) > max_length
+    if truncated:
+        input_ids, labels, q = input_ids[:max_length], labels[:max_length], q[:max_length]
+    steps_kept = sum(1 for end in step_ends if not truncated or end < max_length)
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "Q": q,
+        "steps": len(step_ends),
+        "steps_kept": steps_kept,
+        "truncated": truncated,
+    }
+
+
+_TOKENIZED_FEATURES = Features(
+    {
+        "input_ids": List(Value("int64")),
+        "labels": List(Value("int64")),
+        "Q": List(Value("float32")),
+        "steps": Value("int64"),
+        "steps_kept": Value("int64"),
+        "truncated": Value("bool"),
+        "useful": Value("bool"),
+    }
+)
+
+
+@dataclass
+class ValueTruncationReport:
+    """What `max_length` did to one split."""
+
+    examples: int
+    truncated: int
+    steps: int
+    steps_lost: int
+    dropped: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.truncated}/{self.examples} traces truncated to max_length, {self.steps_lost}/{self.steps} step "
+            f"targets lost, {self.dropped} traces left with no target and no label and dropped"
+        )
+
+    def metrics(self, split: str) -> dict[str, int]:
+        """The counts as metrics named for `split` (written with the run's other metrics)."""
+        return {
+            f"{split}_traces_truncated": self.truncated,
+            f"{split}_steps_lost_to_truncation": self.steps_lost,
+            f"{split}_traces_dropped": self.dropped,
+        }
+
+
+def tokenize_traces(
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int | None,
+    train_on_prompt: bool = False,
+    skip_invalid_rows: bool = False,
+    source_of: Callable[[int], str] | None = None,
+    num_proc: int | None = None,
+    split_name: str = "train",
+) -> tuple[Dataset, ValueTruncationReport]:
+    """Map value rows to `input_ids`/`labels`/`Q`, cut to `max_length`, and drop rows that teach nothing.
+
+    A trace without exact ids (`encode_steps`) is an `InvalidRowError` naming the source (`source_of(row)`), split,
+    row and step, or with `skip_invalid_rows` is dropped and counted by reason.
+    """
+
+    def encode(row: dict) -> list[dict]:
+        trace = to_trace(row)
+        if isinstance(trace, RowProblem):
+            raise ValueError(f"Invalid value row ({split_name}): {trace}")
+        encoded = tokenize_trace(tokenizer, trace, max_length=max_length, train_on_prompt=train_on_prompt)
+        encoded["useful"] = encoded["steps_kept"] > 0 or any(label != IGNORE_INDEX for label in encoded["labels"])
+        return [encoded]
+
+    empty = {"input_ids": [], "labels": [], "Q": [], "steps": 0, "steps_kept": 0, "truncated": False, "useful": False}
+    encoded = encode_rows(
+        dataset,
+        encode,
+        empty=empty,
+        split_name=split_name,
+        skip_invalid_rows=skip_invalid_rows,
+        source_of=source_of,
+        num_proc=num_proc,
+        desc=f"Tokenizing {split_name} traces",
+        # Explicit: otherwise `labels` would keep the input's type (TRL stepwise rows have boolean `labels`).
+        features=_TOKENIZED_FEATURES,
+    ).examples.remove_columns("row")
+    keep = [i for i, useful in enumerate(encoded["useful"]) if useful]
+    report = ValueTruncationReport(
+        examples=len(encoded),
+        truncated=sum(encoded["truncated"]),
+        steps=sum(encoded["steps"]),
+        steps_lost=sum(encoded["steps"]) - sum(encoded["steps_kept"]),
+        dropped=len(encoded) - len(keep),
+    )
+    if len(keep) < len(encoded):
+        encoded = encoded.select(keep)
+    logger.info("%s split: %s", split_name, report)
+    return encoded.select_columns(["input_ids", "labels", "Q"]), report
+
+
+@dataclass
+class ValueCollator:
+    """Pad `input_ids` (pad token), `attention_mask` (0), `labels` (-100) and `Q` (`Q_IGNORE`) on one side.
+
+    `Q` is padded exactly like `labels`; rows without `labels`/`Q` (scoring) get only ids and mask.
+    """
+
+    pad_token_id: int
+    padding_side: Literal["left", "right"] = "left"
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {
+            "input_ids": self._pad([f["input_ids"] for f in features], self.pad_token_id, width, torch.long),
+            "attention_mask": self._pad([[1] * len(f["input_ids"]) for f in features], 0, width, torch.long),
+        }
+        if "labels" in features[0]:
+            batch["labels"] = self._pad([f["labels"] for f in features], IGNORE_INDEX, width, torch.long)
+        if "Q" in features[0]:
+            batch["Q"] = self._pad([f["Q"] for f in features], Q_IGNORE, width, torch.float32)
+        return batch
+
+    def _pad(self, rows: list[list], value: float, width: int, dtype: torch.dtype) -> torch.Tensor:
+        out = torch.full((len(rows), width), value, dtype=dtype)
+        for i, row in enumerate(rows):
+            if not len(row):
+                continue
+            if self.padding_side == "left":
+                out[i, width - len(row) :] = torch.as_tensor(row, dtype=dtype)
+            else:
+                out[i, : len(row)] = torch.as_tensor(row, dtype=dtype)
+        return out

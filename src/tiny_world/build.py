@@ -1,0 +1,131 @@
+"""Building the tiny world on disk: a byte-level BPE trained in-process, a random tiny Llama, and every stage's data.
+
+`build_tiny_world` writes the folder the demo and the tests train from (`python -m tiny_world build`); the tokenizer,
+the model and the split writer are separate so the benchmarks can size their own model over the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from alignment.templates import load_chat_template
+from tiny_world.arithmetic import arithmetic_rows, operand_pairs, preference_rows, with_style_flaw
+from tiny_world.steps import step_rows
+
+logger = logging.getLogger(__name__)
+
+# Special tokens of the shipped chat templates (zephyr and chatml), so either can be chosen without resizing.
+SPECIAL_TOKENS = [
+    "<unk>",
+    "<s>",
+    "</s>",
+    "<pad>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|im_start|>",
+    "<|im_end|>",
+]
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on `corpus`, digits kept as single tokens so addition is learnable."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    wrapped.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[4:]})
+    wrapped.chat_template = load_chat_template("zephyr")
+    return wrapped
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 128, num_layers: int = 4, seed: int = 0):
+    """A randomly initialised Llama sized for CPU: 128-d, 4 layers, ~0.9M parameters."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def write_jsonl_splits(directory: str | Path, splits: dict[str, list[dict]]) -> Path:
+    """Write each split as `<directory>/<split>.jsonl`, the layout `load_mixture` reads as a dataset folder."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        with open(directory / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+    return directory
+
+
+def write_step_data(directory: str | Path, *, seed: int = 0, num_train: int = 2000, num_test: int = 200) -> Path:
+    """Write `train.jsonl` and `test.jsonl` of ReST-MCTS* step traces (held-out traces drawn with another seed)."""
+    return write_jsonl_splits(directory, {"train": step_rows(num_train, seed), "test": step_rows(num_test, seed + 1)})
+
+
+def build_tiny_world(output_dir: str | Path, *, seed: int = 0, num_train: int = 2000, num_test: int = 200) -> Path:
+    """Write the tiny model and every stage's data under `output_dir`:
+
+        base/          BPE tokenizer (zephyr template) + random tiny Llama
+        sft/           clean addition chats
+        sft_teacher/   the same chats from a careless teacher: `STYLE_FLAW` on 70% of train answers (test clean);
+                       the dSFT data of the tiny pipeline, whose flaw dDPO must remove
+        dpo/, rm/      preference pairs: the clean answer chosen, the flawed one rejected
+        value/         step traces with per-step Q (see `step_rows`)
+
+    Train and test draw operands from disjoint pairs (`operand_pairs`), so held-out numbers measure generalisation.
+    """
+    output_dir = Path(output_dir)
+    train_pairs, test_pairs = operand_pairs(seed)
+    sft = {
+        "train": arithmetic_rows(train_pairs, num_train, seed),
+        "test": arithmetic_rows(test_pairs, num_test, seed + 1),
+    }
+    write_jsonl_splits(output_dir / "sft", sft)
+    write_jsonl_splits(
+        output_dir / "sft_teacher", {"train": with_style_flaw(sft["train"], 0.7, seed), "test": sft["test"]}
+    )
+    for stage, offset in (("dpo", 2), ("rm", 4)):
+        pairs = {
+            "train": preference_rows(train_pairs, num_train, seed + offset, rejection="style_flaw"),
+            "test": preference_rows(test_pairs, num_test, seed + offset + 1, rejection="style_flaw"),
+        }
+        write_jsonl_splits(output_dir / stage, pairs)
+    write_step_data(output_dir / "value", seed=seed)
+
+    corpus = [m["content"] for row in sft["train"] for m in row["messages"]]
+    tokenizer = build_tokenizer(corpus)
+    model = build_model(tokenizer, seed=seed)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.save_pretrained(output_dir / "base")
+    model.save_pretrained(output_dir / "base")
+    logger.info("Wrote the tiny world to %s (%d parameters)", output_dir, model.num_parameters())
+    return output_dir
