@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from alignment.data import InvalidRowError
+from alignment.data import DataError, InvalidRowError
 from alignment.parser import RecipeError
 from alignment.pipeline import StageFailedError
 from alignment.reliability import NonFiniteLossError, OutputDirError
@@ -29,6 +29,7 @@ from alignment.templates import ChatTemplateError
 # Add a class here only when every raise of it is such a message: a class also raised for bugs would hide them.
 USER_ERRORS: tuple[type[Exception], ...] = (
     RecipeError,  # an unknown recipe key, a value of the wrong type or one a config check refuses (alignment.parser)
+    DataError,  # a data source that cannot be used as given: file, split, JSON, columns, weight (alignment.data)
     InvalidRowError,  # a malformed data row, named by source, split and row (alignment.data)
     ChatTemplateError,  # a template, or a row, without an exact loss mask (alignment.templates)
     OutputDirError,  # `output_dir` holds another recipe's finished run or checkpoints (alignment.reliability)

@@ -157,37 +157,17 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         used_by=("alignment.preferences.PairGroupedSamplerMixin",),
         why="`group_by_length` groups evaluation pairs by width, as in training.",
     ),
-    PrivateHook(
-        owner="trl.SFTTrainer",
-        name="_save_checkpoint",
-        parameters=("model", "trial"),
-        use="overrides",
-        used_by=("alignment.reliability.CrashSafeTrainerMixin",),
-        why=_SAVE_CHECKPOINT_WHY,
-    ),
-    PrivateHook(
-        owner="trl.DPOTrainer",
-        name="_save_checkpoint",
-        parameters=("model", "trial"),
-        use="overrides",
-        used_by=("alignment.reliability.CrashSafeTrainerMixin",),
-        why=_SAVE_CHECKPOINT_WHY,
-    ),
-    PrivateHook(
-        owner="trl.RewardTrainer",
-        name="_save_checkpoint",
-        parameters=("model", "trial"),
-        use="overrides",
-        used_by=("alignment.reliability.CrashSafeTrainerMixin",),
-        why=_SAVE_CHECKPOINT_WHY,
-    ),
-    PrivateHook(
-        owner="transformers.Trainer",
-        name="_save_checkpoint",
-        parameters=("model", "trial"),
-        use="overrides",
-        used_by=("alignment.reliability.CrashSafeTrainerMixin",),
-        why=_SAVE_CHECKPOINT_WHY + " (ValueTrainer subclasses `Trainer` directly.)",
+    # Each of these trainers defines its own `_save_checkpoint`; ValueTrainer subclasses `Trainer` directly.
+    *(
+        PrivateHook(
+            owner=owner,
+            name="_save_checkpoint",
+            parameters=("model", "trial"),
+            use="overrides",
+            used_by=("alignment.reliability.CrashSafeTrainerMixin",),
+            why=_SAVE_CHECKPOINT_WHY,
+        )
+        for owner in ("trl.SFTTrainer", "trl.DPOTrainer", "trl.RewardTrainer", "transformers.Trainer")
     ),
     PrivateHook(
         owner="transformers.Trainer",

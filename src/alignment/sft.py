@@ -164,11 +164,9 @@ class SFTStage(Stage):
 
     def tokenizer_options(self, recipe: Recipe) -> dict:
         return {
-            "max_length": recipe.training.max_length,
+            **super().tokenizer_options(recipe),
             "train_on_prompt": recipe.data.train_on_prompt,
             "history_rewrite": recipe.data.history_rewrite,
-            "skip_invalid_rows": recipe.data.skip_invalid_rows,
-            "num_proc": recipe.training.dataset_num_proc,
         }
 
     def tokenize(self, rows, tokenizer, *, split, source_of=None, **options) -> tuple[Dataset, TruncationReport]:

@@ -7,10 +7,10 @@ in `alignment.stages.STAGES`). Its script, the benchmarks, `alignment.inspect`, 
 build from that instance, so no stage's wiring is written twice. A script is `run_cli(SFT.run)`; `run` is the
 whole job, top to bottom, and the benchmarks and `alignment.inspect` call the same steps it calls.
 
-A new stage sets the class attributes, implements `tokenizer_options` and `tokenize` (and `load_model` when its
-model is not a causal LM, `trainer_kwargs` when its trainer takes more), and inherits the rest: the recipe's three
-dataclasses, the mixture with its row check, the choice of the held-out split, the run itself, saving and the model
-card.
+A new stage sets the class attributes and implements `tokenize`; it extends `tokenizer_options` with its own
+options, `load_model` when its model is not a causal LM and `trainer_kwargs` when its trainer takes more. It inherits
+the rest: the recipe's three dataclasses, the mixture with its row check, the choice of the held-out split, the run
+itself, saving and the model card.
 """
 
 from __future__ import annotations
@@ -81,8 +81,13 @@ class Stage:
         return load_mixture(recipe.data, validate_row=self.row_problem, required_columns=list(self.required_columns))
 
     def tokenizer_options(self, recipe: Recipe) -> dict[str, Any]:
-        """The keyword arguments of `tokenize` that come from the recipe (lengths, masks, `skip_invalid_rows`, ...)."""
-        raise NotImplementedError
+        """The keyword arguments of `tokenize` that come from the recipe: `max_length`, `skip_invalid_rows` and
+        `num_proc` for every stage; a stage adds its own (masks, prompt length, ...)."""
+        return {
+            "max_length": recipe.training.max_length,
+            "skip_invalid_rows": recipe.data.skip_invalid_rows,
+            "num_proc": recipe.training.dataset_num_proc,
+        }
 
     def tokenize(
         self,

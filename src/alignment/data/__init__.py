@@ -32,9 +32,10 @@ The package in three modules, imported from `alignment.data` (the names below) o
 
 from alignment.data.mixture import Mixture, MixtureReport, SourceReport, load_mixture
 from alignment.data.readers import read_rows
-from alignment.data.rows import InvalidRowError, RowProblem, conversation_problem, problem_kind
+from alignment.data.rows import DataError, InvalidRowError, RowProblem, conversation_problem, problem_kind
 
 __all__ = [
+    "DataError",
     "InvalidRowError",
     "Mixture",
     "MixtureReport",

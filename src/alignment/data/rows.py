@@ -13,6 +13,12 @@ from typing import Any
 VALID_ROLES = ("system", "user", "assistant")
 
 
+class DataError(ValueError):
+    """A data source the user named cannot be used as given: a missing file or split, a file that is not valid JSON,
+    a source without the columns its stage needs, a bad mixture weight. The message names the source (file and line,
+    or hub id and split), what was found and what is valid; `alignment.cli` prints it as one line with exit 2."""
+
+
 class InvalidRowError(ValueError):
     """A row that `validate_row` refused, named by source, split and 0-based row index (as in `dataset[row]`)."""
 

@@ -30,10 +30,8 @@ class DPOStage(Stage):
 
     def tokenizer_options(self, recipe: Recipe) -> dict:
         return {
-            "max_length": recipe.training.max_length,
+            **super().tokenizer_options(recipe),
             "max_prompt_length": recipe.training.max_prompt_length,
-            "skip_invalid_rows": recipe.data.skip_invalid_rows,
-            "num_proc": recipe.training.dataset_num_proc,
         }
 
     def tokenize(

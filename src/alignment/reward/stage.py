@@ -25,13 +25,6 @@ class RewardStage(Stage):
     row_problem = staticmethod(reward_row_problem)
     figures = {"accuracy": ("accuracy", "eval_accuracy")}
 
-    def tokenizer_options(self, recipe: Recipe) -> dict:
-        return {
-            "max_length": recipe.training.max_length,
-            "skip_invalid_rows": recipe.data.skip_invalid_rows,
-            "num_proc": recipe.training.dataset_num_proc,
-        }
-
     def tokenize(self, rows, tokenizer, *, split, source_of=None, **options) -> tuple[Dataset, None]:
         """`tokenize_pairs`, which logs what it dropped; it has no report to keep."""
         return tokenize_pairs(rows, tokenizer, split_name=split, source_of=source_of, **options), None
