@@ -17,8 +17,9 @@ conversational form (`prompt`, `chosen`, `rejected` message lists) or plain stri
 Outputs in `output_dir`: the model (or adapter), its tokenizer with the chat template, a generation config that stops
 at the template's end of turn, `resolved_config.yaml`, metrics (`rewards/accuracies`, `rewards/margins`, ...) and a
 model card.
-Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys or bad
-values, `InvalidRowError` for a bad pair (prompts differ, chosen equals rejected, ...; or drops them with
+Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys, bad
+values or a recipe this machine or launch cannot run (QLoRA without a GPU), `DataError` for a source that cannot
+be read, `InvalidRowError` for a bad pair (prompts differ, chosen equals rejected, ...; or drops them with
 `skip_invalid_rows: true`), `ChatTemplateError` for rows the template cannot split into prompt and reply.
 """
 

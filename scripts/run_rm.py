@@ -15,9 +15,10 @@ checkpoint in `output_dir`.
 
 Outputs in `output_dir`: the model (or the LoRA adapter with the score head), its tokenizer with the chat template,
 `resolved_config.yaml`, metrics and a model card. Score conversations with `alignment.reward.score(output_dir, ...)`.
-Errors: `RecipeError` for unknown keys or bad values, `InvalidRowError` for malformed pairs (or drops them with
-`skip_invalid_rows: true`), each printed as one message with exit status 2 (`alignment.cli`); `ValueError` for a pad
-token that ends sequences, `RuntimeError` for QLoRA without a GPU.
+Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys, bad
+values or a recipe this machine or launch cannot run (QLoRA without a GPU), `DataError` for a source that cannot
+be read, `InvalidRowError` for malformed pairs (or drops them with `skip_invalid_rows: true`), `ChatTemplateError`
+for a sequence that ends with the pad token (its reward would be read one token early).
 """
 
 from alignment.cli import run_cli

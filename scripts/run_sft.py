@@ -10,8 +10,9 @@ packing and padding-free batches through TRL; resumes on its own from the newest
 
 Outputs in `output_dir`: the model, its tokenizer with the chat template, a generation config that stops at the
 template's end of turn, `resolved_config.yaml`, metrics and a model card.
-Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys or bad
-values, `InvalidRowError` for malformed chats (or drops them with `skip_invalid_rows: true`), `ChatTemplateError` for
+Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys, bad
+values or a recipe this machine or launch cannot run (QLoRA without a GPU), `DataError` for a source that cannot
+be read, `InvalidRowError` for malformed chats (or drops them with `skip_invalid_rows: true`), `ChatTemplateError` for
 templates whose assistant turns cannot be located exactly.
 """
 

@@ -13,8 +13,9 @@ Outputs in `output_dir`: the model (or LoRA adapter) with `value_head.safetensor
 checkpoint; reload with `alignment.value.load_value_model`), its tokenizer with the chat template, a generation
 config, `resolved_config.yaml`, metrics (value MSE, sign accuracy, AUROC, SFT loss, steps lost to truncation) and a
 model card.
-Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys or bad
-values, `InvalidRowError` for malformed rows (or drops them with `skip_invalid_rows: true`), `ChatTemplateError` for a
+Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys, bad
+values or a recipe this machine or launch cannot run (QLoRA without a GPU), `DataError` for a source that cannot
+be read, `InvalidRowError` for malformed rows (or drops them with `skip_invalid_rows: true`), `ChatTemplateError` for a
 prompt the template cannot render.
 """
 

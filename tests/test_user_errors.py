@@ -93,6 +93,37 @@ def test_finished_output_dir_of_another_recipe_is_one_message(bad_row_run):
     assert "  learning_rate: 0.003 there, 0.0001 now\n" in result.stderr
 
 
+@pytest.fixture(scope="module")
+def good_data_overrides(tiny_world, tmp_path_factory):
+    """Overrides that point the tiny SFT recipe at the tiny world's model and chats and a fresh `output_dir`."""
+    output_dir = tmp_path_factory.mktemp("good_data") / "out"
+    return [
+        *["--model_name_or_path", str(tiny_world / "base")],
+        *["--dataset_mixer", json.dumps({str(tiny_world / "sft"): 0.05}), "--max_steps", "1"],
+        *["--output_dir", str(output_dir)],
+    ]
+
+
+def test_qlora_on_a_machine_without_a_gpu_is_one_message(good_data_overrides):
+    result = sft(*good_data_overrides, "--use_peft", "true", "--load_in_4bit", "true")
+    assert_one_message(
+        result,
+        "error: RecipeError: `load_in_4bit`/`load_in_8bit` (QLoRA) needs a CUDA GPU and bitsandbytes; this machine "
+        "has no GPU. Set `load_in_4bit: false` to train LoRA adapters on a full-precision base instead.\n",
+    )
+
+
+def test_resuming_from_an_incomplete_checkpoint_is_one_message(good_data_overrides, tmp_path):
+    checkpoint = tmp_path / "checkpoint-5"
+    checkpoint.mkdir()
+    result = sft(*good_data_overrides, "--resume_from_checkpoint", str(checkpoint))
+    assert_one_message(
+        result,
+        f"error: RecipeError: `resume_from_checkpoint: {checkpoint}` cannot be resumed from: no "
+        "checkpoint_complete.json: it was cut off while being written, or not written by the handbook.\n",
+    )
+
+
 def test_debug_switch_shows_the_traceback():
     result = sft(*TYPO, env={"ALIGNMENT_DEBUG": "1"})
     assert result.returncode == 1

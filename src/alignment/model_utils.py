@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from trl import get_quantization_config
 
 from alignment.configs import ModelArguments
+from alignment.parser import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def load_tokenizer(model_args: ModelArguments, *, trust_remote_code: bool = Fals
     except ValueError as err:
         if "trust_remote_code" not in str(err):
             raise
-        raise ValueError(
+        raise RecipeError(
             f"The tokenizer of {source} needs code from its repository. Set `trust_remote_code: true` in the "
             "recipe only if you trust that code."
         ) from err
@@ -66,12 +67,12 @@ def _check_quantization_possible(model_args: ModelArguments) -> None:
     if not (model_args.load_in_4bit or model_args.load_in_8bit):
         return
     if not torch.cuda.is_available():
-        raise RuntimeError(
+        raise RecipeError(
             "`load_in_4bit`/`load_in_8bit` (QLoRA) needs a CUDA GPU and bitsandbytes; this machine has no GPU. "
             "Set `load_in_4bit: false` to train LoRA adapters on a full-precision base instead."
         )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise RuntimeError("`load_in_4bit`/`load_in_8bit` needs bitsandbytes: `pip install -e '.[gpu]'`.")
+        raise RecipeError("`load_in_4bit`/`load_in_8bit` needs bitsandbytes: `pip install -e '.[gpu]'`.")
 
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".ckpt")
@@ -85,7 +86,7 @@ def refuse_pickle_only_weights(folder: str | Path, *, allow_pickle_weights: bool
         return
     pickled = sorted(path.name for path in folder.iterdir() if path.suffix in PICKLE_SUFFIXES)
     if pickled and pickled != ["training_args.bin"]:
-        raise ValueError(
+        raise RecipeError(
             f"{folder} holds its weights only as pickle files ({', '.join(pickled)}), which can run arbitrary code "
             "when loaded. Convert them to safetensors, or set `allow_pickle_weights: true` if you trust the source."
         )
@@ -99,12 +100,12 @@ def _from_pretrained(model_class: type, source: str, *, allow_pickle_weights: bo
         return model_class.from_pretrained(source, use_safetensors=None if allow_pickle_weights else True, **kwargs)
     except (OSError, ValueError) as err:
         if "trust_remote_code" in str(err):
-            raise ValueError(
+            raise RecipeError(
                 f"{source} needs code from its repository to load (a custom architecture). Set "
                 "`trust_remote_code: true` in the recipe only if you trust that code."
             ) from err
         if "safetensors" in str(err).lower() and not allow_pickle_weights:
-            raise ValueError(
+            raise RecipeError(
                 f"{source} has no safetensors weights ({err}). Set `allow_pickle_weights: true` to load pickle "
                 "weights if you trust the source."
             ) from err

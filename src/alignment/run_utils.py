@@ -16,7 +16,7 @@ import yaml
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from alignment.model_utils import load_tokenizer
-from alignment.parser import RecipeParser
+from alignment.parser import RecipeError, RecipeParser
 from alignment.plots import plot_log_history
 from alignment.reliability import (
     RESOLVED_CONFIG_NAME,
@@ -77,7 +77,7 @@ def check_world_size(training_args: TrainingArguments) -> None:
     """
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if training_args.world_size != launched:
-        raise RuntimeError(
+        raise RecipeError(
             f"{launched} processes were launched (WORLD_SIZE={launched}) but the trainer sees a world of "
             f"{training_args.world_size}: every process would train its own copy of the model on all the data. "
             "On a machine without GPUs set `use_cpu: true`; on GPUs, check that each process sees its device "
@@ -138,7 +138,7 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
     if checkpoint is not None:
         problem = checkpoint_problem(checkpoint)
         if problem is not None:
-            raise ValueError(f"`resume_from_checkpoint: {checkpoint}` cannot be resumed from: {problem}.")
+            raise RecipeError(f"`resume_from_checkpoint: {checkpoint}` cannot be resumed from: {problem}.")
     else:
         checkpoint = last_complete_checkpoint(training_args.output_dir)
     if checkpoint is not None:
