@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.reward import load_reward_model, score_with
-from alignment.value import load_value_model, score_traces, to_trace
+from alignment.value import Q_IGNORE, load_value_model, score_traces, to_trace
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ def reward_model_accuracy(judge_dir: str, pairs: list[dict]) -> float:
 
 
 def value_step_accuracy(value_dir: str, rows: list[dict]) -> float:
-    """Share of held-out steps whose value has the sign of their target Q (ReST-MCTS* or stepwise rows)."""
+    """Share of held-out steps with a target whose value has the sign of that Q (any form `alignment.value` reads;
+    steps without a target, such as the earlier steps of a released ReST-MCTS* row, are not counted)."""
     model, tokenizer = load_value_model(value_dir), AutoTokenizer.from_pretrained(value_dir)
     traces = [to_trace(row) for row in rows]
     values = score_traces(model, tokenizer, [(trace.prompt, trace.steps) for trace in traces])
@@ -141,6 +142,7 @@ def value_step_accuracy(value_dir: str, rows: list[dict]) -> float:
         (value > 0) == (q > 0)
         for trace, trace_values in zip(traces, values, strict=True)
         for value, q in zip(trace_values, trace.q, strict=True)
+        if q != Q_IGNORE
     ]
     return sum(hits) / len(hits)
 

@@ -83,7 +83,10 @@ def test_message_list_prompt_is_kept():
         ({"prompt": PROMPT, "response": []}, "non-empty list"),
         ({"prompt": PROMPT, "completions": ["a", "b"], "labels": [True]}, "2 completions but 1 labels"),
         ({"prompt": PROMPT, "completions": ["a"], "labels": [1]}, "labels must be true/false"),
-        ({"prompt": PROMPT, "completions": ["a"], "labels": [True], "response": []}, "not both"),
+        (
+            {"prompt": PROMPT, "completions": ["a"], "labels": [True], "response": []},
+            "this row has `response` (ReST-MCTS*",
+        ),
         ({"prompt": [{"role": "assistant", "content": "hi"}], "response": [{"step": "a", "Q": 1}]}, "prompt:"),
     ],
 )

@@ -4,16 +4,49 @@ Tree search over reasoning steps needs a model that scores each partial solution
 on TRL's `AutoModelForCausalLMWithValueHead`, which TRL 1.x no longer ships; this package is our own version of that
 stage, built on `transformers.Trainer` (checkpoints, resume, logging, DeepSpeed and PEFT come from there).
 
-Data, two accepted row forms (one per dataset; `value_row_problem` checks them, `to_trace` reads them):
+Data: four accepted row forms, one per dataset (`alignment.value.formats`; `to_trace` reads them into one
+`StepTrace`, `value_row_problem` checks them). A string prompt is one user turn; a message list must end with a user
+turn. Examples (one JSON line each in a file, wrapped here):
 
-* ReST-MCTS*: `{"prompt": str | messages, "response": [{"step": str, "Q": float}, ...]}`, Q in [-1, 1]. The trace is
-  positive (its steps are also SFT targets) when its final step's Q is exactly 1.
-* TRL stepwise supervision: `{"prompt": str | messages, "completions": [str, ...], "labels": [bool, ...]}`. Each
-  step's Q is +1 when its label is true, -1 when false; the trace is positive when every label is true (a trace with
-  a wrong step somewhere is not a demonstration to imitate, whatever its last label says).
+* ReST-MCTS*: a `prompt` and the solution's steps in order, each with its value Q in [-1, 1]. The trace is positive
+  (its steps are also SFT targets) when its final step's Q is exactly 1.
 
-A string prompt is one user turn; a message list must end with a user turn. Both are rendered with the chat template
-and its generation prompt (`render_prompt`), exactly as at inference.
+      {"prompt": "Add 3, 4 and 5.", "response": [{"step": "3+4=7", "Q": 0.6}, {"step": "7+5=12", "Q": 1.0}]}
+
+* LLaMA-Factory v0.6.1, as the ReST-MCTS* authors trained on it: `response` is one assistant message whose content
+  is that same step list written as a JSON string. The string is parsed strictly (invalid JSON, a value that is not
+  a non-empty list of {step, Q}, a Q outside [-1, 1] are refused); the trace then means exactly what the ReST-MCTS*
+  form means.
+
+      {"prompt": [{"role": "user", "content": "Add 3, 4 and 5."}],
+       "response": [{"role": "assistant",
+                     "content": "[{\\"step\\": \\"3+4=7\\", \\"Q\\": 0.6}, {\\"step\\": \\"7+5=12\\", \\"Q\\": 1}]"}]}
+
+* TRL stepwise supervision: each step's Q is +1 when its label is true, -1 when false; the trace is positive when
+  every label is true (a trace with a wrong step somewhere is not a demonstration to imitate, whatever its last label
+  says).
+
+      {"prompt": "Add 3, 4 and 5.", "completions": ["3+4=7", "7+5=12"], "labels": [true, true]}
+
+* ReST-MCTS* released value data (what `utils/extract_both_samples.py` writes and `PRM/train_VM_*.py` train on):
+  one partial solution and its value. `prompt_answer` is `"Problem:" + question + "\\nSolution:\\n" + steps` (the
+  layout `MCTS_Task.get_step_value` scores; the Chinese one, `"问题:" + question + "\\n步骤:\\n【答案】" + steps`, is
+  read too), each step one line ending in a newline. The question becomes the user turn and each non-blank line of
+  the solution one step; a row without the prefix and separator is refused (the prompt cannot be told from the
+  solution otherwise). `label` (in [0, 1]) is the value of the whole partial solution: the Q of its last step only,
+  the earlier steps carry no target (`Q_IGNORE`). The trace is positive only when `label` is exactly 1: in
+  ReST-MCTS*'s value targets (`treeNode.get_all_value_samples_vm`, `v = max(0, v_parent + (1 - v_parent) * r / m)`)
+  only a complete solution whose final answer was verified correct (`r = 1`, `m = 1` steps to the answer) reaches 1;
+  every partial solution stays below it.
+
+      {"prompt_answer": "Problem:Add 3, 4 and 5.\\nSolution:\\nStep 1: 3+4=7\\nStep 2: 7+5=12\\n", "label": 1.0}
+
+Both prompts are rendered with the chat template and its generation prompt (`render_prompt`), exactly as at inference
+(`score_steps`): for the released form that is the question alone, not ReST-MCTS*'s "Problem: ...\\nSolution:\\n" text.
+Forms do not mix in one mixture: `load_mixture` needs every source to have the same columns of the same types, and
+refuses others ("Sources have different columns" / "different column types"). Write a mixture's files in one form;
+the LLaMA-Factory form becomes the ReST-MCTS* form exactly with `row["response"] = json.loads(row["response"][0]
+["content"])`.
 
 Tokens (`tokenize_trace`): the rendered prompt, then each step as `step.strip() + "\\n"` tokenised on its own and
 appended, so the tokens of a trace's first k steps do not depend on the steps after them (a search can score a
@@ -45,12 +78,14 @@ adapter, by `save_value_model`, in every checkpoint and in the final output. The
 the Trainer gathers (under DeepSpeed ZeRO-3, `accelerator.get_state_dict` consolidates the shards on rank 0), never
 from the live, possibly partitioned, parameters. `load_value_model(path)` reloads either kind in one call.
 
-Modules: `config` (`ValueConfig`), `rows` (row forms, tokens, `ValueCollator`), `modeling` (head, model, build, save,
-load), `loss` (joint loss and metrics), `trainer` (`ValueTrainer`), `scoring` (`score_traces`, `score_steps`), `stage`
-(the builder `VALUE` that the script, the benchmarks and the pipeline use). Every public name is imported from here.
+Modules: `config` (`ValueConfig`), `formats` (the row forms and their readers, `StepTrace`), `rows` (`to_trace`,
+tokens, `ValueCollator`), `modeling` (head, model, build, save, load), `loss` (joint loss and metrics), `trainer`
+(`ValueTrainer`), `scoring` (`score_traces`, `score_steps`), `stage` (the builder `VALUE` that the script, the
+benchmarks and the pipeline use). Every public name is imported from here.
 """
 
 from alignment.value.config import ValueConfig
+from alignment.value.formats import FORMS, Q_IGNORE, RELEASED_LAYOUTS, StepTrace
 from alignment.value.loss import JointLoss, auroc, compute_value_metrics, joint_loss, value_metrics
 from alignment.value.modeling import (
     PICKLED_VALUE_HEAD_NAME,
@@ -63,8 +98,6 @@ from alignment.value.modeling import (
     save_value_model,
 )
 from alignment.value.rows import (
-    Q_IGNORE,
-    StepTrace,
     ValueCollator,
     ValueTruncationReport,
     encode_steps,
@@ -79,9 +112,11 @@ from alignment.value.stage import VALUE, ValueStage
 from alignment.value.trainer import ValueTrainer
 
 __all__ = [
+    "FORMS",
     "JointLoss",
     "PICKLED_VALUE_HEAD_NAME",
     "Q_IGNORE",
+    "RELEASED_LAYOUTS",
     "StepTrace",
     "VALUE",
     "VALUE_HEAD_NAME",

@@ -1,7 +1,7 @@
-"""Value rows and their tokens: the two accepted row forms read into one `StepTrace` (`to_trace`, and
-`value_row_problem` for `load_mixture`), each trace laid out as `input_ids`, `labels` and `Q` (`encode_steps`,
-`tokenize_trace`, `tokenize_traces`), and `ValueCollator`, which pads them. The forms and the layout are described in
-`alignment.value`."""
+"""Value rows and their tokens: `to_trace` reads a row of any accepted form into one `StepTrace` (it picks the form by
+the row's columns; the readers are in `alignment.value.formats`) and `value_row_problem` is its check for
+`load_mixture`; each trace is laid out as `input_ids`, `labels` and `Q` (`encode_steps`, `tokenize_trace`,
+`tokenize_traces`), and `ValueCollator` pads them. The forms and the layout are described in `alignment.value`."""
 
 from __future__ import annotations
 
@@ -14,92 +14,31 @@ import torch
 from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerBase
 
-from alignment.data import RowProblem, conversation_problem
+from alignment.data import RowProblem
 from alignment.row_encoding import encode_rows
 from alignment.templates import render_prompt
 from alignment.turns import IGNORE_INDEX, continuation_ids, inference_ids
+from alignment.value.formats import FORMS, Q_IGNORE, StepTrace
 
 logger = logging.getLogger(__name__)
-
-# Q at every position that is not a step's last token: the Trainer's own padding value (see `alignment.value`).
-Q_IGNORE = float(IGNORE_INDEX)
-
-
-@dataclass
-class StepTrace:
-    """One row in the common form: prompt turns, step texts, one Q per step, and whether the trace is SFT data."""
-
-    prompt: list[dict[str, str]]
-    steps: list[str]
-    q: list[float]
-    positive: bool
-
-
-def _prompt_messages(prompt: Any) -> list[dict[str, str]] | RowProblem:
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            return RowProblem("empty prompt", "the prompt is empty")
-        return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list):
-        # A prompt is a chat missing its answer: check it as one with a placeholder reply appended.
-        problem = conversation_problem([*prompt, {"role": "assistant", "content": "placeholder"}])
-        if problem is not None:
-            return RowProblem(problem.kind, f"prompt: {problem}")
-        return prompt
-    return RowProblem(
-        "malformed prompt", f"prompt must be a string or a list of messages, got {type(prompt).__name__}"
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def to_trace(row: dict) -> StepTrace | RowProblem:
     """The row as a `StepTrace`, or the reason it is not a valid step-value row (the forms: see `alignment.value`)."""
-    if "prompt" not in row:
-        return RowProblem("missing column", f"no 'prompt' column (the row has: {', '.join(row)})")
-    rest, stepwise = "response" in row, "completions" in row or "labels" in row
-    if rest == stepwise:
+    forms = [(name, [c for c in columns if c in row], read) for name, columns, read in FORMS if row.keys() & columns]
+    if len(forms) != 1:
+        found = " and ".join(f"{_columns(present)} ({name})" for name, present, _ in forms)
         return RowProblem(
             "unknown form",
-            "a row needs either `response` (ReST-MCTS*: [{step, Q}]) or `completions` and `labels` (TRL stepwise "
-            f"supervision), not {'both' if rest else 'neither'} (the row has: {', '.join(row)})",
+            "a row needs the columns of exactly one form: "
+            + "; ".join(f"{_columns(columns)} ({name})" for name, columns, _ in FORMS)
+            + f"; this row has {found or 'none of them'} (the row has: {', '.join(row)})",
         )
-    prompt = _prompt_messages(row["prompt"])
-    if isinstance(prompt, RowProblem):
-        return prompt
-    if rest:
-        response = row["response"]
-        if not isinstance(response, list) or not response:
-            return RowProblem("malformed response", "response must be a non-empty list of {step, Q}")
-        steps, q = [], []
-        for index, item in enumerate(response):
-            if not isinstance(item, dict) or "step" not in item or "Q" not in item:
-                return RowProblem("malformed step", f"response[{index}] is not a dict with 'step' and 'Q'")
-            steps.append(item["step"])
-            q.append(item["Q"])
-        where = "response[{}]"
-    else:
-        steps, labels = row.get("completions"), row.get("labels")
-        if not isinstance(steps, list) or not steps or not isinstance(labels, list):
-            return RowProblem("malformed completions", "completions and labels must be lists, completions non-empty")
-        if len(labels) != len(steps):
-            return RowProblem(
-                "label count", f"{len(steps)} completions but {len(labels)} labels: one boolean per step is needed"
-            )
-        if not all(isinstance(label, bool) for label in labels):
-            return RowProblem("non-boolean label", f"labels must be true/false, got {labels}")
-        q = [1.0 if label else -1.0 for label in labels]
-        where = "completions[{}]"
-    for index, (step, value) in enumerate(zip(steps, q, strict=True)):
-        if not isinstance(step, str) or not step.strip():
-            return RowProblem("empty step", f"{where.format(index)}: the step text is empty or not a string")
-        if not _is_number(value) or not -1.0 <= value <= 1.0:
-            return RowProblem("Q out of range", f"{where.format(index)}: Q {value!r} is not a number in [-1, 1]")
-    q = [float(value) for value in q]
-    positive = q[-1] == 1.0 if rest else all(value == 1.0 for value in q)
-    return StepTrace(prompt=prompt, steps=[step.strip() for step in steps], q=q, positive=positive)
+    return forms[0][2](row)
+
+
+def _columns(names: Sequence[str]) -> str:
+    return " and ".join(f"`{name}`" for name in names)
 
 
 def value_row_problem(row: dict) -> RowProblem | None:
@@ -158,15 +97,17 @@ def tokenize_trace(
     q = [Q_IGNORE] * len(input_ids)
     for end, value in zip(step_ends, trace.q, strict=True):
         q[end] = value
+    # Only steps with a Q target count (a released ReST-MCTS* row has one, at its last step).
+    target_ends = [end for end, value in zip(step_ends, trace.q, strict=True) if value != Q_IGNORE]
     truncated = max_length is not None and len(input_ids) > max_length
     if truncated:
         input_ids, labels, q = input_ids[:max_length], labels[:max_length], q[:max_length]
-    steps_kept = sum(1 for end in step_ends if not truncated or end < max_length)
+    steps_kept = sum(1 for end in target_ends if not truncated or end < max_length)
     return {
         "input_ids": input_ids,
         "labels": labels,
         "Q": q,
-        "steps": len(step_ends),
+        "steps": len(target_ends),
         "steps_kept": steps_kept,
         "truncated": truncated,
     }

@@ -20,7 +20,7 @@ class ValueStage(Stage):
     name = "value"
     config_class = ValueConfig
     trainer_class = ValueTrainer
-    required_columns = ("prompt",)
+    required_columns = ()  # each row form has its own columns: `value_row_problem` names what a row lacks
     row_problem = staticmethod(value_row_problem)
     figures = {
         "value_mse": ("value_mse", "eval_value_mse"),
