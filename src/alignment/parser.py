@@ -8,6 +8,10 @@ of several dataclasses (e.g. `seed`) is given to each of them, so one value gove
 Values are checked against the field's type before the dataclass sees them: `num_train_epochs: three` or
 `per_device_train_batch_size: 1.5` is an error naming the field. Strings are converted the way the CLI needs
 (PyYAML reads `5e-7` as a string, so float fields accept numeric strings).
+
+Former key names (the alignment-handbook's and TRL's recipes: `torch_dtype`, `warmup_ratio`, `dataset_mixture`, ...)
+are read as their new keys first, in the recipe and on the command line each on its own, with one warning each; the
+table and the keys refused because their meaning changed are in `alignment.recipe_aliases`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from alignment.recipe_aliases import alias_table, canonical_recipe, former_key_hint, former_key_types
 
 
 class RecipeError(ValueError):
@@ -138,6 +144,8 @@ class RecipeParser:
                 if f.init:
                     f.type = hints[f.name]
                     self._fields.setdefault(f.name, []).append((cls, f))
+        # Former key names that apply here (their new key is one of the fields), with the type each is read as.
+        self._former = former_key_types(self._fields)
 
     def parse(self, argv: list[str] | None = None) -> tuple:
         """Parse `argv` (default `sys.argv[1:]`): an optional recipe path, then `--key value` overrides."""
@@ -147,9 +155,10 @@ class RecipeParser:
             raise SystemExit(0)
         recipe: dict[str, Any] = {}
         if argv and not argv[0].startswith("-"):
-            recipe = self.read_recipe(argv.pop(0))
-        overrides = self._parse_cli(argv)
-        return self.parse_dict({**recipe, **overrides})
+            recipe = self.canonical(self.read_recipe(argv.pop(0)))
+        # Read on its own, so `--torch_dtype` on the command line overrides a recipe's `dtype` as `--dtype` would.
+        overrides = self.canonical(self._parse_cli(argv))
+        return self._build({**recipe, **overrides})
 
     @staticmethod
     def read_recipe(path: str | Path) -> dict[str, Any]:
@@ -170,6 +179,20 @@ class RecipeParser:
 
     def parse_dict(self, values: dict[str, Any]) -> tuple:
         """Check and convert `values`, then build each dataclass (its `__post_init__` checks run here)."""
+        return self._build(self.canonical(values))
+
+    def canonical(self, values: dict[str, Any]) -> dict[str, Any]:
+        """`values` with every former key name read as its new key (`alignment.recipe_aliases`), each logged once."""
+        typed = {
+            key: _coerce(value, self._former[key], key) if key in self._former else value
+            for key, value in values.items()
+        }
+        try:
+            return canonical_recipe(typed, self._fields)
+        except ValueError as err:  # a former key whose value has no meaning under the new key: it names both
+            raise RecipeError(str(err)) from err
+
+    def _build(self, values: dict[str, Any]) -> tuple:
         unknown = [key for key in values if key not in self._fields]
         if unknown:
             raise RecipeError("; ".join(self._unknown_key_message(key) for key in unknown))
@@ -185,9 +208,12 @@ class RecipeParser:
             raise RecipeError(str(err)) from err
 
     def _unknown_key_message(self, key: str) -> str:
-        close = difflib.get_close_matches(key, list(self._fields), n=1, cutoff=0.6)
-        hint = f" Did you mean `{close[0]}`?" if close else " Run the script with --help to list valid keys."
-        return f"Unknown recipe key `{key}`.{hint}"
+        close = difflib.get_close_matches(key, [*self._fields, *self._former], n=1, cutoff=0.6)
+        if not close:
+            return f"Unknown recipe key `{key}`. Run the script with --help to list valid keys."
+        # A misspelt former key is pointed to its new key, not to the former spelling.
+        hint = former_key_hint(close[0]) if close[0] in self._former else f"`{close[0]}`"
+        return f"Unknown recipe key `{key}`. Did you mean {hint}?"
 
     def _parse_cli(self, argv: list[str]) -> dict[str, Any]:
         """`--key value`, `--key=value`, `--key v1 v2` (lists) and a bare `--flag` (true)."""
@@ -198,9 +224,7 @@ class RecipeParser:
             if not token.startswith("--"):
                 raise RecipeError(f"Unexpected argument {token!r}: overrides are written `--key value`")
             key, _, inline = token[2:].partition("=")
-            key = key.replace("-", "_")
-            if key not in self._fields:
-                raise RecipeError(self._unknown_key_message(key))
+            key = key.replace("-", "_")  # an unknown key is refused with the recipe's, after former names are read
             i += 1
             if inline:
                 overrides[key] = inline
@@ -231,5 +255,10 @@ class RecipeParser:
                     default = "(required)"
                 help_text = f.metadata.get("help", "")
                 lines.append(f"  --{f.name} ({_type_name(f.type)}, default {default!r})  {help_text}".rstrip())
+            lines.append("")
+        former = alias_table(self._fields)
+        if former:
+            lines.append("Former key names, read as the new key with a warning (alignment.recipe_aliases):")
+            lines.extend(f"  {old} -> {new}: {note}" for old, new, note in former)
             lines.append("")
         return "\n".join(lines)
