@@ -63,6 +63,7 @@ KEYS_FREE_ACROSS_RUNS = frozenset(
         "hub_model_id",
         "hub_strategy",
         "hub_private_repo",
+        "hub_revision",
     }
 )
 _CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
