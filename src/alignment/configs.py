@@ -46,7 +46,9 @@ class DataArguments:
         default=None,
         metadata={
             "help": "Sources to mix: `{hub id or local path: fraction}` or a list of `{path, split, columns, weight, "
-            "name, data_files}` entries. Local paths may be .json/.jsonl/.parquet files or a saved dataset folder."
+            "name, data_files, format, columns_map, tags}` entries (`format`: messages, sharegpt, alpaca, "
+            "prompt_completion or preference, detected from the columns when absent; see `alignment.data.formats`). "
+            "Local paths may be .json/.jsonl/.parquet files or a saved dataset folder."
         },
     )
     dataset_splits: list[str] = field(

@@ -3,9 +3,11 @@
     python -m alignment.inspect recipes/tiny/sft/config.yaml --num_examples 3
     python -m alignment.inspect recipes/zephyr-7b-beta/sft/config_full.yaml --json > stats.json
 
-Renders examples with the trained tokens marked (green on a terminal, inside «» otherwise), and reports token-length
-statistics, how many examples `max_length` truncates, how many lose every trained token, and the padding fraction
-a batch of `per_device_train_batch_size` would carry in random order. Any recipe key can be overridden as in the
+Renders examples with the trained tokens marked (green on a terminal, inside «» otherwise), and reports, per source,
+the rows read and dropped by reason (with `skip_invalid_rows`; without it the first invalid row stops inspect as it
+stops training), then per split token-length statistics, the turns of each chat and the assistant turns each example
+trains, how many examples `max_length` truncates, how many lose every trained token, and the padding fraction a
+batch of `per_device_train_batch_size` would carry in random order. Any recipe key can be overridden as in the
 scripts (`--max_length 512`). Only the tokenizer is loaded, never the model.
 
 A chat that one sequence cannot hold in every turn's inference context is shown as the examples it becomes
@@ -55,6 +57,16 @@ def mark_trained(tokenizer, input_ids: list[int], labels: list[int], *, color: b
     return "".join(pieces)
 
 
+def trained_turns(labels: list[int]) -> int:
+    """The runs of trained positions in one example's labels: the assistant turns it trains (an untrained prompt
+    separates two replies)."""
+    return sum(
+        1
+        for position, label in enumerate(labels)
+        if label != IGNORE_INDEX and (position == 0 or labels[position - 1] == IGNORE_INDEX)
+    )
+
+
 def length_stats(lengths: list[int]) -> dict[str, float]:
     ordered = sorted(lengths)
     return {
@@ -75,7 +87,12 @@ def inspect_recipe(argv: list[str]) -> tuple[dict, PreTrainedTokenizerBase, Data
     raw = SFT.load_rows(recipe)
     # Every refusal counted by reason instead of stopping at the first.
     options = {**SFT.tokenizer_options(recipe), "skip_invalid_rows": True}
-    report: dict = {"max_length": training_args.max_length, "splits": {}}
+    report: dict = {"max_length": training_args.max_length, "sources": [], "splits": {}}
+    for source in raw.report.sources:
+        report["sources"].append(
+            {"source": source.source, "read": source.read, "dropped": dict(source.invalid.most_common())}
+            | {"train": source.train, "test": source.test}
+        )
     for split, dataset in raw.items():
         source_of = partial(raw.source_of, split)
         full, _ = SFT.tokenize(dataset, tokenizer, split=split, source_of=source_of, **{**options, "max_length": None})
@@ -92,6 +109,8 @@ def inspect_recipe(argv: list[str]) -> tuple[dict, PreTrainedTokenizerBase, Data
             "tokens": length_stats(lengths),
             "trained_tokens": length_stats(trained),
             "trained_fraction": sum(trained) / sum(lengths),
+            "turns_per_chat": length_stats([len(messages) for messages in dataset["messages"]]),
+            "trained_turns_per_example": length_stats([trained_turns(labels) for labels in full["labels"]]),
             "truncated": truncation.truncated,
             "lost_every_trained_token": truncation.lost_all_trained_tokens,
             "padding_fraction": padding_fraction(capped, training_args.per_device_train_batch_size),
@@ -129,6 +148,12 @@ def main() -> None:
             layout = f"; {encoding.layout}: example {number + 1} of {count}" if encoding.layout != "exact" else ""
             print(f"--- train row {index} ({len(example['input_ids'])} tokens{layout}; trained tokens marked) ---")
             print(mark_trained(tokenizer, example["input_ids"], example["labels"], color=color))
+    for source in report["sources"]:
+        read = ", ".join(f"{split} {count}" for split, count in source["read"].items())
+        dropped = ", ".join(f"{kind}: {count}" for kind, count in source["dropped"].items()) or "none"
+        print(
+            f"\n[{source['source']}] read {read}; dropped {dropped}; -> train {source['train']}, test {source['test']}"
+        )
     for split, stats in report["splits"].items():
         if not stats["examples"]:
             print(f"\n[{split}] no examples ({stats['rows_refused']} rows refused)")
@@ -143,6 +168,11 @@ def main() -> None:
         print(
             f"  max_length {report['max_length']}: {stats['truncated']} truncated, "
             f"{stats['lost_every_trained_token']} lose every trained token"
+        )
+        turns, trained_per_example = stats["turns_per_chat"], stats["trained_turns_per_example"]
+        print(
+            f"  turns per chat: min {turns['min']}, median {turns['median']:.0f}, max {turns['max']}; assistant turns "
+            f"trained per example: median {trained_per_example['median']:.0f}, max {trained_per_example['max']}"
         )
         print(f"  padding fraction of a padded batch: {stats['padding_fraction']:.1%}")
         print(

@@ -18,7 +18,7 @@ from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerBase, Trainer
 
 from alignment.configs import StageTrainingArguments
-from alignment.data import RowProblem, conversation_problem
+from alignment.data import RowProblem, chat_tools, conversation_problem
 from alignment.reliability import CrashSafeTrainerMixin
 from alignment.row_encoding import encode_rows
 from alignment.stage import Recipe, Stage
@@ -34,10 +34,20 @@ class SFTConfig(StageTrainingArguments, trl.SFTConfig):
 
 
 def sft_row_problem(row: dict) -> RowProblem | None:
-    """The SFT row validator for `load_mixture`: `conversation_problem` of the row's `messages` column."""
+    """The SFT row validator for `load_mixture`: `conversation_problem` of the row's `messages` column, and its
+    `tools` column (the functions the chat may call, `alignment.data.chat_tools`) when it has one."""
     if "messages" not in row:
         return RowProblem("no messages column", f"no 'messages' column (the row has: {', '.join(row)})")
-    return conversation_problem(row["messages"])
+    tools = chat_tools(row.get("tools"))
+    return tools if isinstance(tools, RowProblem) else conversation_problem(row["messages"])
+
+
+def chat_template_kwargs(row: dict) -> dict | None:
+    """What the chat template is given besides the messages of a checked SFT row: its `tools`, when it has any."""
+    tools = chat_tools(row.get("tools"))
+    if isinstance(tools, RowProblem):
+        raise ValueError(f"unchecked SFT row (check it with `sft_row_problem`): {tools}")
+    return {"tools": tools} if tools else None
 
 
 # The columns `tokenize_chats` returns, typed as `datasets` infers them from a non-empty split.
@@ -99,7 +109,11 @@ def tokenize_chats(
 
     def encode(row: dict) -> list[dict]:
         encoding = encode_chat(
-            tokenizer, row["messages"], history_rewrite=history_rewrite, train_on_prompt=train_on_prompt
+            tokenizer,
+            row["messages"],
+            history_rewrite=history_rewrite,
+            train_on_prompt=train_on_prompt,
+            template_kwargs=chat_template_kwargs(row),
         )
         examples = []
         for example in encoding.examples:

@@ -11,6 +11,7 @@ from datasets import Dataset, DatasetDict
 
 from alignment.configs import DataArguments
 from alignment.data import (
+    DataError,
     InvalidRowError,
     conversation_problem,
     load_mixture,
@@ -290,12 +291,34 @@ def test_column_type_mismatch_names_the_column(tmp_path):
         load_mixture(args({a: 1.0, b: 1.0}, test_split_size=0.0))
 
 
+@pytest.mark.parametrize(
+    "mixer",
+    [
+        [{"path": "PATH", "weight": 2}],
+        [{"path": "PATH", "splitt": "train"}],
+        [{"path": "PATH", "format": "alpaca"}],
+        [{"path": "PATH", "split": "validation"}],
+        [{"path": "PATH", "columns": "messages"}],
+        [{"path": "PATH", "columns": ["prompt"]}],
+        {"PATH": 0},
+    ],
+)
+def test_user_caused_mixture_errors_are_data_errors(tmp_path, mixer):
+    """`alignment.cli` prints a `DataError` as one message with exit 2; a bare `ValueError` would be a bug's crash."""
+    path = write_jsonl(tmp_path / "chats.jsonl", [chat(0)])
+    mixer = json.loads(json.dumps(mixer).replace("PATH", path))
+    with pytest.raises(DataError):
+        load_mixture(args(mixer))
+
+
 def test_missing_required_column_names_source_and_what_it_has(tmp_path):
-    path = write_jsonl(tmp_path / "chats.jsonl", [{"prompt": "p", "completion": "c"}])
+    # A stage with rows of its own (value traces need `prompt`); an SFT or preference source that matches none of
+    # the stage's formats is refused naming those (tests/unit/test_formats.py).
+    path = write_jsonl(tmp_path / "chats.jsonl", [{"question": "p", "completion": "c"}])
     with pytest.raises(
-        ValueError, match=r"chats\.jsonl.*missing required column 'messages' \(it has: prompt, completion"
+        DataError, match=r"chats\.jsonl.*missing required column 'prompt' \(it has: question, completion"
     ):
-        load_mixture(args({path: 1.0}), required_columns=["messages"])
+        load_mixture(args({path: 1.0}), required_columns=["prompt"])
 
 
 # Row validation
@@ -335,7 +358,7 @@ def test_conversation_problem_kinds(kind):
 
 def test_conversation_problem_messages_are_specific():
     assert conversation_problem(_bad("unknown role")["messages"]) == (
-        "unknown role 'bot' at message 1 (valid: system, user, assistant)"
+        "unknown role 'bot' at message 1 (valid: system, user, assistant, tool)"
     )
     assert "message 1 is 'assistant', expected 'user'" in conversation_problem(_bad("roles out of order")["messages"])
     user_first = [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from tokenizers import normalizers
 
 from alignment.configs import DataArguments
-from alignment.data import InvalidRowError, load_mixture, read_rows
+from alignment.data import DataError, InvalidRowError, load_mixture, read_rows
 from alignment.sft import TOKENIZED_FEATURES, TruncationReport, sft_row_problem, tokenize_chats
 from alignment.templates import list_chat_templates, load_chat_template, set_chat_template
 from alignment.turns import IGNORE_INDEX, encode_chat
@@ -186,7 +186,7 @@ def load(path: Path) -> list[dict]:
 def load_error(path: Path) -> str:
     with pytest.raises(ValueError) as caught:
         load(path)
-    assert type(caught.value) is ValueError, "a plain ValueError with a message, not an error from inside a library"
+    assert type(caught.value) is DataError, "a DataError with a message, not an error from inside a library"
     return str(caught.value)
 
 
@@ -236,14 +236,41 @@ def test_invalid_json_names_file_line_and_column(tmp_path, file, bom, data):
 @settings(max_examples=30, **FILE_CASES)
 @given(file=json_documents(), bom=st.booleans(), data=st.data())
 def test_invalid_json_array_names_file_line_and_column(tmp_path, file, bom, data):
-    """A whole-document file cut short anywhere after its opening bracket: line and column in the whole file."""
+    """A whole-document file cut short anywhere after its opening bracket: line and column in the whole file, and
+    for an array, where it is cut off: inside which element (from which byte), or after which one."""
     text, _ = file
-    cut = text[: data.draw(st.integers(len(text) - len(text.lstrip()) + 1, len(text) - 1))]
-    path = write(tmp_path, "chats.json", codecs.BOM_UTF8 * bom + cut.encode())
+    cut = data.draw(st.integers(len(text) - len(text.lstrip()) + 1, len(text) - 1))
+    path = write(tmp_path, "chats.json", codecs.BOM_UTF8 * bom + text[:cut].encode())
     with pytest.raises(json.JSONDecodeError) as expected:
-        json.loads(cut)
+        json.loads(text[:cut])
     err, reason = expected.value, expected.value.msg.removesuffix(" at")
-    assert load_error(path) == f"{path} line {err.lineno} column {err.colno}: invalid JSON ({reason})."
+    message = f"{path} line {err.lineno} column {err.colno}: invalid JSON ({reason})"
+    if not text.lstrip().startswith("["):
+        assert load_error(path) == message + "."
+        return
+    spans = array_element_spans(text)
+    complete = sum(end <= cut for _, end in spans)
+    inside = [start for start, end in spans if start < cut < end]
+    if inside:
+        offset = len(codecs.BOM_UTF8) * bom + len(text[: inside[0]].encode())
+        where = f"inside array element {complete}, which starts at byte offset {offset}"
+    else:
+        where = f'after array element {complete - 1}, before the array\'s closing "]"' if complete else 'after its "["'
+    hint = f" Set `skip_invalid_rows: true` to read the {complete} elements before it." if complete else ""
+    assert load_error(path) == f"{message}: the file is cut off {where}.{hint}"
+
+
+def array_element_spans(text: str) -> list[tuple[int, int]]:
+    """Where each element of the valid JSON array `text` starts and ends (character indices)."""
+    decoder, spans, pos = json.JSONDecoder(), [], text.index("[") + 1
+    while True:
+        pos += len(text[pos:]) - len(text[pos:].lstrip(" \t\r\n"))
+        if text[pos] == "]":
+            return spans
+        _, end = decoder.raw_decode(text, pos)
+        spans.append((pos, end))
+        pos = end + len(text[end:]) - len(text[end:].lstrip(" \t\r\n"))
+        pos += text[pos] == ","
 
 
 @settings(max_examples=40, **FILE_CASES)
@@ -435,7 +462,7 @@ def test_read_rows_refuses_what_load_mixture_refuses_with_the_same_message(tmp_p
     path = write(tmp_path, name, data)
     with pytest.raises(ValueError) as caught:
         read_rows(path)
-    assert type(caught.value) is ValueError
+    assert type(caught.value) is DataError
     assert str(caught.value) == load_error(path)
 
 

@@ -10,26 +10,36 @@ else reads it: invalid JSON, bytes that are not UTF-8 or an empty file stop with
 Each source is processed on its own, in this order, so that every count and every error names the source:
 
 1. read the requested splits and select `columns` (list form);
-2. check `required_columns`, then that all sources have the same columns (mixing needs one schema);
-3. check every row with `validate_row` (train and test splits, before any subsampling, so a bad row is named by its
+2. convert its rows from their format (`format:`, or detected from its columns) to the stage's canonical row
+   (`formats`: ShareGPT, Alpaca, TRL prompt-completion, OpenAI tool use);
+3. check `required_columns`, then that all sources have the same columns (mixing needs one schema);
+4. check every row with `validate_row` (train and test splits, before any subsampling, so a bad row is named by its
    index in the source as written): raise `InvalidRowError` at the first bad row, or with `skip_invalid_rows` drop
    it and count it by kind;
-4. keep the source's `fraction`/`weight` of its train rows, sampled by `seed` (test splits are always kept whole, as
+5. keep the source's `fraction`/`weight` of its train rows, sampled by `seed` (test splits are always kept whole, as
    in the original handbook: evaluation should not depend on how the training mixture is weighted);
-5. when the source has no test split, hold out `test_split_size` of those kept train rows as its test split.
+6. when the source has no test split, hold out `test_split_size` of those kept train rows as its test split.
 
 The counts of every step are logged at INFO, one line per source, and returned in `Mixture.report`.
 
-The package in three modules, imported from `alignment.data` (the names below) or from the module itself:
+The package in five modules, imported from `alignment.data` (the names below) or from the module itself:
 
-- `rows`: the row vocabulary every stage shares: `InvalidRowError`, `RowProblem` and its `problem_kind`, the chat
-  check `conversation_problem`.
-- `readers`: opening a source (hub id, local file or folder, saved dataset) and the strict JSON / JSON Lines reader,
-  also public as `read_rows` for code that wants one local file's rows as dicts.
+- `rows`: the row vocabulary every stage shares: `DataError`, `InvalidRowError`, `RowProblem` and its
+  `problem_kind`, the chat check `conversation_problem` (tool use included).
+- `formats`: the data formats users have and one converter per format to the canonical rows
+  (`sharegpt_to_messages`; `chat_tools` reads a `tools` column).
+- `conversion`: a source's format resolved (the `format`/`columns_map`/`tags` keys of a list entry, or detection
+  from its columns) and its splits converted, as `load_mixture` does before checking them.
+- `readers`: opening a source (hub id, local file or folder, saved dataset) through the strict reader, also public
+  as `read_rows` for code that wants one local file's rows as dicts.
+- `strict_json`: the strict JSON / JSON Lines parse, streaming a JSON array one element at a time in bounded
+  memory; a file cut off inside an element is named (file, element, byte) or, with `skip_invalid_rows`, read up to
+  the cut.
 - `mixture`: `load_mixture` and what it returns (`Mixture`, `MixtureReport`, `SourceReport`): parsing both
   `dataset_mixer` forms, column checks, dropping invalid rows, sampling and mixing.
 """
 
+from alignment.data.formats import chat_tools, sharegpt_to_messages
 from alignment.data.mixture import Mixture, MixtureReport, SourceReport, load_mixture
 from alignment.data.readers import read_rows
 from alignment.data.rows import DataError, InvalidRowError, RowProblem, conversation_problem, problem_kind
@@ -41,8 +51,10 @@ __all__ = [
     "MixtureReport",
     "RowProblem",
     "SourceReport",
+    "chat_tools",
     "conversation_problem",
     "load_mixture",
     "problem_kind",
     "read_rows",
+    "sharegpt_to_messages",
 ]

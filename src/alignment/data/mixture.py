@@ -20,12 +20,20 @@ import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from alignment.configs import DataArguments
+from alignment.data.conversion import (
+    PROBLEM_COLUMN,
+    add_optional_columns,
+    as_json_where_any,
+    convert_source,
+    pop_problem,
+    target_for,
+)
 from alignment.data.readers import align_features, concatenate, open_source
-from alignment.data.rows import InvalidRowError, describe, problem_kind
+from alignment.data.rows import DataError, InvalidRowError, describe, problem_kind
 
 logger = logging.getLogger(__name__)
 
-ENTRY_KEYS = ("path", "split", "columns", "weight", "name", "data_files")
+ENTRY_KEYS = ("path", "split", "columns", "weight", "name", "data_files", "format", "columns_map", "tags")
 _VALIDATION_BATCH = 1000
 
 
@@ -99,6 +107,11 @@ class _Source:
     columns: list[str] | None = None
     name: str | None = None
     data_files: Any = None
+    format: str | None = None
+    columns_map: dict[str, str] | None = None
+    tags: dict[str, str] | None = None
+    # The records its reader dropped (a JSON file cut off inside one, `skip_invalid_rows`), by split: index, reason.
+    dropped: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
 
 
 def load_mixture(
@@ -119,13 +132,28 @@ def load_mixture(
     "test" may be empty (0 rows) when no source yields test rows.
 
     `validate_row(row)` returns None for a good row or a reason (`RowProblem` or a plain string). `required_columns`
-    must be present in every source after `columns` selection.
+    must be present in every source after `columns` selection and format conversion; they also name the stage's
+    canonical row (`alignment.data.conversion.target_for`: `messages` for SFT, `chosen`/`rejected` for preferences), to
+    which each source's format is converted, or for which it is detected.
     """
     sources = _parse_mixer(data_args)
     _check_share(data_args.test_split_size, "`test_split_size`", low_inclusive=True, high_inclusive=False)
     hold_out_any = any(not source.explicit for source in sources) or not any(s.test_splits for s in sources)
 
-    loaded = [_read_source(source) for source in sources]
+    target = target_for(required_columns)
+    loaded = [
+        convert_source(
+            source.where,
+            _read_source(source, data_args.skip_invalid_rows),
+            target,
+            source.format,
+            source.columns_map,
+            source.tags,
+        )
+        for source in sources
+    ]
+    if target is not None:
+        add_optional_columns(loaded, target)
     _check_columns(sources, loaded, required_columns or [])
 
     reports, train_parts, test_parts = [], [], []
@@ -134,7 +162,9 @@ def load_mixture(
         rng = np.random.default_rng(data_args.seed)
         checked = {}
         for split, dataset in splits.items():
-            report.read[split] = len(dataset)
+            report.read[split] = len(dataset) + len(source.dropped.get(split, []))
+            for row, reason in source.dropped.get(split, []):
+                _count_invalid(report, split, row, reason)
             checked[split] = _drop_invalid(
                 dataset, source.path, split, validate_row, data_args.skip_invalid_rows, report
             )
@@ -160,9 +190,9 @@ def load_mixture(
         reports.append(report)
 
     if not any(len(part) for _, part in train_parts):
-        raise ValueError(f"The mixture has no training rows (sources: {', '.join(data_args.source_names())}).")
+        raise DataError(f"The mixture has no training rows (sources: {', '.join(data_args.source_names())}).")
     parts = train_parts + test_parts
-    aligned = align_features([part for _, part in parts], [label for label, _ in parts])
+    aligned = align_features(as_json_where_any([part for _, part in parts]), [label for label, _ in parts])
     train_set = concatenate_datasets(aligned[: len(train_parts)])
     test_set = concatenate_datasets(aligned[len(train_parts) :]) if test_parts else train_set.select([])
     mixture = Mixture({"train": train_set, "test": test_set})
@@ -184,7 +214,7 @@ def _parse_mixer(data_args: DataArguments) -> list[_Source]:
     """Check `dataset_mixer` (either form) and turn it into one `_Source` per mixer key or list entry."""
     mixer = data_args.dataset_mixer
     if not mixer:
-        raise ValueError(
+        raise DataError(
             "`dataset_mixer` is empty: give `{hub id or local path: fraction}` or a list of "
             f"`{{{', '.join(ENTRY_KEYS)}}}` entries."
         )
@@ -192,7 +222,7 @@ def _parse_mixer(data_args: DataArguments) -> list[_Source]:
         sides = {split: _split_side(split, "`dataset_splits`") for split in data_args.dataset_splits}
         train_splits = [split for split, side in sides.items() if side == "train"]
         if not train_splits:
-            raise ValueError(f"`dataset_splits: {data_args.dataset_splits}` names no train split.")
+            raise DataError(f"`dataset_splits: {data_args.dataset_splits}` names no train split.")
         return [
             _Source(
                 path=str(path),
@@ -206,9 +236,9 @@ def _parse_mixer(data_args: DataArguments) -> list[_Source]:
             for path, fraction in mixer.items()
         ]
     if not isinstance(mixer, list):
-        raise ValueError(f"`dataset_mixer` must be a dict or a list, not {describe(mixer)}.")
+        raise DataError(f"`dataset_mixer` must be a dict or a list, not {describe(mixer)}.")
     if data_args.dataset_splits != DataArguments().dataset_splits or data_args.dataset_config is not None:
-        raise ValueError(
+        raise DataError(
             "`dataset_splits` and `dataset_config` apply to the dict form of `dataset_mixer` only: in the list form "
             "give each entry its own `split` and `name`."
         )
@@ -219,26 +249,37 @@ def _parse_entry(entry: Any, index: int) -> _Source:
     """Check one list-form entry strictly: known keys only, a path, a split, string columns, a valid weight."""
     where = f"dataset_mixer[{index}]"
     if not isinstance(entry, dict):
-        raise ValueError(f"{where} must be a dict with keys {', '.join(ENTRY_KEYS)}, not {describe(entry)}.")
+        raise DataError(f"{where} must be a dict with keys {', '.join(ENTRY_KEYS)}, not {describe(entry)}.")
     for key in entry:
         if key not in ENTRY_KEYS:
             close = difflib.get_close_matches(str(key), ENTRY_KEYS, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ValueError(f"{where}: unknown key '{key}' ({hint}valid keys: {', '.join(ENTRY_KEYS)}).")
+            raise DataError(f"{where}: unknown key '{key}' ({hint}valid keys: {', '.join(ENTRY_KEYS)}).")
     path = entry.get("path")
     if not isinstance(path, str) or not path:
-        raise ValueError(f"{where}: `path` (a hub id or a local path) is required.")
+        raise DataError(f"{where}: `path` (a hub id or a local path) is required.")
     where = f"{where} ({path})"
     split = entry.get("split", "train")
     if not isinstance(split, str):
-        raise ValueError(f"{where}: `split` must be one split name, not {describe(split)}.")
+        raise DataError(f"{where}: `split` must be one split name, not {describe(split)}.")
     side = _split_side(split, where)
     columns = entry.get("columns")
     if columns is not None and (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)):
-        raise ValueError(f"{where}: `columns` must be a list of column names, not {describe(columns)}.")
+        raise DataError(f"{where}: `columns` must be a list of column names, not {describe(columns)}.")
+    format_ = entry.get("format")
+    if format_ is not None and not isinstance(format_, str):
+        raise DataError(f"{where}: `format` must be a format name, not {describe(format_)}.")
+    for key, what in (("columns_map", "role: column"), ("tags", "tag: value")):
+        value = entry.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise DataError(f"{where}: `{key}` must map {what} names (strings), not {describe(value)}.")
+        if format_ is None:
+            raise DataError(f"{where}: `{key}` names the columns of a format: set `format` too.")
     weight = _check_share(entry.get("weight", 1.0), where)
     if side == "test" and weight != 1:
-        raise ValueError(f"{where}: `weight: {weight}` on test split '{split}': test splits are kept whole.")
+        raise DataError(f"{where}: `weight: {weight}` on test split '{split}': test splits are kept whole.")
     return _Source(
         path=path,
         where=where,
@@ -249,6 +290,9 @@ def _parse_entry(entry: Any, index: int) -> _Source:
         columns=columns,
         name=entry.get("name"),
         data_files=entry.get("data_files"),
+        format=format_,
+        columns_map=entry.get("columns_map"),
+        tags=entry.get("tags"),
     )
 
 
@@ -258,7 +302,7 @@ def _split_side(split: str, where: str) -> str:
         return "train"
     if "test" in split:
         return "test"
-    raise ValueError(f"{where}: split '{split}' is neither a train nor a test split (its name must contain one).")
+    raise DataError(f"{where}: split '{split}' is neither a train nor a test split (its name must contain one).")
 
 
 def _check_share(value: Any, where: str, *, low_inclusive: bool = False, high_inclusive: bool = True) -> float:
@@ -275,30 +319,34 @@ def _check_share(value: Any, where: str, *, low_inclusive: bool = False, high_in
         return value
     what = "the share of the source's rows kept" if not low_inclusive else "the share of train rows held out"
     hint = " (write it as a plain decimal: YAML reads `1e-1` as a string)" if _is_numeric_string(value) else ""
-    raise ValueError(f"{where}: {value!r} is not valid; it is {what}, {valid}{hint}.")
+    raise DataError(f"{where}: {value!r} is not valid; it is {what}, {valid}{hint}.")
 
 
 # Reading sources
 
 
-def _read_source(source: _Source) -> dict[str, Dataset]:
+def _read_source(source: _Source, skip_invalid_rows: bool) -> dict[str, Dataset]:
     """The source's requested splits that exist, with `columns` selected; a missing required split is an error."""
-    available, lone = open_source(source.path, source.where, name=source.name, data_files=source.data_files)
+    available, lone = open_source(
+        source.path, source.where, name=source.name, data_files=source.data_files, skip_invalid_rows=skip_invalid_rows
+    )
     wanted = source.train_splits + ([] if lone and not source.explicit else source.test_splits)
-    splits = {}
+    reads = {}
     for split in wanted:
         if lone:
-            splits[split] = available["train"]()
+            reads[split] = available["train"]()
             break
         if split in available:
-            splits[split] = available[split]()
+            reads[split] = available[split]()
         elif split in source.train_splits or source.explicit:
-            raise ValueError(f"{source.where}: no split '{split}' (it has: {', '.join(available) or 'none'}).")
+            raise DataError(f"{source.where}: no split '{split}' (it has: {', '.join(available) or 'none'}).")
+    splits = {split: read.dataset for split, read in reads.items()}
+    source.dropped = {split: read.dropped for split, read in reads.items()}
     if source.columns is not None:
         for split, dataset in splits.items():
             missing = [column for column in source.columns if column not in dataset.column_names]
             if missing:
-                raise ValueError(
+                raise DataError(
                     f"{source.where} (split '{split}'): `columns` {missing} not found (it has: "
                     f"{', '.join(dataset.column_names)})."
                 )
@@ -314,16 +362,17 @@ def _check_columns(sources: list[_Source], loaded: list[dict[str, Dataset]], req
     seen = []
     for source, splits in zip(sources, loaded, strict=True):
         for split, dataset in splits.items():
-            missing = [column for column in required if column not in dataset.column_names]
+            columns = [column for column in dataset.column_names if column != PROBLEM_COLUMN]
+            missing = [column for column in required if column not in columns]
             if missing:
-                raise ValueError(
+                raise DataError(
                     f"{source.where} (split '{split}'): missing required column {', '.join(map(repr, missing))} "
-                    f"(it has: {', '.join(dataset.column_names) or 'no columns'})."
+                    f"(it has: {', '.join(columns) or 'no columns'})."
                 )
-            seen.append((f"{source.path} ({split})", dataset.column_names))
+            seen.append((f"{source.path} ({split})", columns))
     if len({frozenset(columns) for _, columns in seen}) > 1:
         listing = "\n".join(f"  {label}: {', '.join(columns)}" for label, columns in seen)
-        raise ValueError(
+        raise DataError(
             "Sources have different columns, so they cannot be mixed (select the shared ones with `columns` in the "
             f"list form of `dataset_mixer`):\n{listing}"
         )
@@ -337,23 +386,37 @@ def _drop_invalid(
     skip: bool,
     report: SourceReport,
 ) -> Dataset:
-    """Check each row; raise `InvalidRowError` at the first bad one, or (with `skip`) drop and count them by kind."""
-    if validate_row is None:
+    """Check each row; raise `InvalidRowError` at the first bad one, or (with `skip`) drop and count them by kind.
+
+    A converted row's own problem (`PROBLEM_COLUMN`, removed here) comes first: such a row has no canonical form to
+    validate.
+    """
+    converted = PROBLEM_COLUMN in dataset.column_names
+    if validate_row is None and not converted:
         return dataset
     keep, index = [], 0
     for batch in dataset.iter(batch_size=_VALIDATION_BATCH):
         for values in zip(*batch.values(), strict=True):
-            reason = validate_row(dict(zip(batch, values, strict=True)))
+            row = dict(zip(batch, values, strict=True))
+            reason = pop_problem(row)
+            if reason is None and validate_row is not None:
+                reason = validate_row(row)
             if reason is None:
                 keep.append(index)
             elif not skip:
                 raise InvalidRowError(source, split, index, reason)
             else:
-                kind = problem_kind(reason)
-                report.invalid[kind] += 1
-                report.invalid_examples.setdefault(kind, f"row {index} (split '{split}'): {reason}")
+                _count_invalid(report, split, index, reason)
             index += 1
-    return dataset if len(keep) == len(dataset) else dataset.select(keep)
+    dataset = dataset if len(keep) == len(dataset) else dataset.select(keep)
+    return dataset.remove_columns(PROBLEM_COLUMN) if converted else dataset
+
+
+def _count_invalid(report: SourceReport, split: str, row: int, reason: str) -> None:
+    """Count dropped row `row` of `split` in `report` by its kind, keeping each kind's first one as its example."""
+    kind = problem_kind(reason)
+    report.invalid[kind] += 1
+    report.invalid_examples.setdefault(kind, f"row {row} (split '{split}'): {reason}")
 
 
 def _round_half_up(value: float) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-VALID_ROLES = ("system", "user", "assistant")
+VALID_ROLES = ("system", "user", "assistant", "tool")
 
 
 class DataError(ValueError):
@@ -54,40 +54,88 @@ def problem_kind(reason: str) -> str:
 def conversation_problem(messages: Any) -> RowProblem | None:
     """Why `messages` is not a trainable chat, or None if it is.
 
-    A chat is a non-empty list of `{"role", "content"}` dicts with roles among system, user and assistant and
+    A chat is a non-empty list of `{"role", "content"}` dicts with roles among system, user, assistant and tool, and
     non-empty string contents; after an optional leading system message the roles alternate user, assistant, ...
     (starting with user), and at least one assistant turn exists to train on. Messages count from 0.
+
+    Tool use, as OpenAI's chat format writes it: an assistant message may carry `tool_calls` (a non-empty list of
+    `{"type": "function", "function": {"name", "arguments"}}`; its content may then be empty or null), and is then
+    followed by one or more `tool` messages (the results, prompt context for the assistant message after them),
+    then by the assistant again.
     """
     if not isinstance(messages, list):
         return RowProblem("messages not a list", f"messages is {describe(messages)}, expected a list of messages")
     if not messages:
         return RowProblem("no messages", "messages is an empty list")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            return RowProblem(
-                "malformed message", f"message {index} is not a dict with 'role' and 'content': {describe(message)}"
-            )
-        role, content = message["role"], message["content"]
-        if role not in VALID_ROLES:
-            return RowProblem(
-                "unknown role", f"unknown role {role!r} at message {index} (valid: {', '.join(VALID_ROLES)})"
-            )
-        if not isinstance(content, str):
-            return RowProblem("non-string content", f"message {index} ({role}) content is {describe(content)}")
-        if not content.strip():
-            return RowProblem("empty content", f"message {index} ({role}) has empty content")
+        problem = _message_problem(message, index)
+        if problem is not None:
+            return problem
     roles = [message["role"] for message in messages]
     first = 1 if roles[0] == "system" else 0
+    allowed: tuple[str, ...] = ("user",)
     for index in range(first, len(roles)):
-        expected = "user" if (index - first) % 2 == 0 else "assistant"
-        if roles[index] != expected:
+        role = roles[index]
+        if role not in allowed:
+            if "tool" in allowed or role == "tool":
+                return RowProblem(
+                    "roles out of order",
+                    f"message {index} is {role!r}, expected {' or '.join(map(repr, allowed))} (an assistant message "
+                    "with tool_calls is followed by the 'tool' messages holding their results, then by the assistant "
+                    "again)",
+                )
             return RowProblem(
                 "roles out of order",
-                f"message {index} is {roles[index]!r}, expected {expected!r} (after an optional leading system "
+                f"message {index} is {role!r}, expected {allowed[0]!r} (after an optional leading system "
                 "message, roles alternate user, assistant, ...)",
             )
+        if role == "assistant":
+            allowed = ("tool",) if messages[index].get("tool_calls") else ("user",)
+        else:
+            allowed = ("tool", "assistant") if role == "tool" else ("assistant",)
     if "assistant" not in roles:
         return RowProblem("no assistant turn", "no assistant message to train on")
+    return None
+
+
+def _message_problem(message: Any, index: int) -> RowProblem | None:
+    """Why message `index` of a chat is malformed on its own (its place in the chat is checked by the caller)."""
+    calls = (message.get("tool_calls") or None) if isinstance(message, dict) else None  # [] calls nothing
+    if not isinstance(message, dict) or "role" not in message or ("content" not in message and calls is None):
+        return RowProblem(
+            "malformed message", f"message {index} is not a dict with 'role' and 'content': {describe(message)}"
+        )
+    role, content = message["role"], message.get("content")
+    if role not in VALID_ROLES:
+        return RowProblem(
+            "unknown role", f"unknown role {role!r} at message {index} (valid: {', '.join(VALID_ROLES)})"
+        )
+    if calls is not None and role != "assistant":
+        return RowProblem("malformed tool call", f"message {index} ({role}) has tool_calls: only the assistant calls")
+    if calls is not None:
+        problem = _tool_calls_problem(calls, index)
+        if problem is not None or content is None:  # a tool-calling message needs no text
+            return problem
+    if not isinstance(content, str):
+        return RowProblem("non-string content", f"message {index} ({role}) content is {describe(content)}")
+    if not content.strip() and calls is None:
+        return RowProblem("empty content", f"message {index} ({role}) has empty content")
+    return None
+
+
+def _tool_calls_problem(calls: Any, index: int) -> RowProblem | None:
+    """Why the `tool_calls` of assistant message `index` are not a non-empty list of named function calls."""
+    if not isinstance(calls, list):
+        return RowProblem("malformed tool call", f"message {index} tool_calls is {describe(calls)}, expected a list")
+    for number, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name.strip() or "arguments" not in function:
+            return RowProblem(
+                "malformed tool call",
+                f"message {index} tool call {number} is not {{'type': 'function', 'function': {{'name', "
+                f"'arguments'}}}}: {describe(call)}",
+            )
     return None
 
 

@@ -1,0 +1,246 @@
+"""A source's format resolved and its splits converted to the canonical row of the stage that reads them.
+
+`load_mixture` calls `convert_source` on each source right after reading it (and selecting its `columns`), before
+the column checks and the stage's row check. The stage's required columns name its canonical row (`target_for`):
+`messages` for SFT, `chosen`/`rejected` for preferences; a stage with rows of its own (value traces) reads its
+sources as they are, and refuses a `format` key.
+
+Choosing the format of a source: a `dataset_mixer` list entry's `format:` names it; absent, it is detected from the
+source's columns. Each format is identified by the default columns of the roles it needs (`DataFormat.needs`); a
+format whose identifying columns include another's wins (sharegpt's `conversations, chosen, rejected` over
+preference's `chosen, rejected`), and the one left is logged once per source; none, or more than one, is a
+`DataError` naming the source, its columns and the valid formats. `columns_map:` maps a role to the source's column
+and `tags:` renames ShareGPT's keys and role values (both need `format:`; `alignment.data.formats` lists the roles).
+
+Converting: the stage's own format is kept as read (`columns_map` only renames); any other is a batched `datasets`
+map (memory bounded by the batch), whose rows are stored as JSON (`CHAT`, `datasets.Json`) so that each message
+keeps exactly its own keys: Arrow would give every message every key seen in any row, and tool-call arguments differ
+by tool. A row that a converter cannot read keeps its reason in `PROBLEM_COLUMN`, which the mixture's row check reads
+(`pop_problem`) before the stage's validator: dropped and counted with `skip_invalid_rows`, else an
+`InvalidRowError` naming the source and row. Mixing: a source without an optional column another has (`tools`) gets
+it as null (`add_optional_columns`), and message lists read as Arrow structs are cast to JSON where another source
+holds them as JSON (`as_json_where_any`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from datasets import Dataset, Features, Json, List, Value
+
+from alignment.data.formats import CHAT_FORMATS, PREFERENCE_FORMATS, SHAREGPT_TAGS, DataFormat
+from alignment.data.rows import DataError, RowProblem
+
+logger = logging.getLogger(__name__)
+
+# A converted row's reason for being invalid (None when it is valid), read and removed by the mixture's row check.
+PROBLEM_COLUMN = "format_problem"
+CHAT = List(Json())
+_PROBLEM = {"kind": Value("string"), "message": Value("string")}
+_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Target:
+    """The canonical row of the stages whose required columns are `required`, and the formats converted to it."""
+
+    stage: str
+    required: tuple[str, ...]
+    columns: tuple[str, ...]  # a converted row's columns
+    formats: tuple[DataFormat, ...]
+    # Columns a converted row has when its source has them; a mixture adds them as null to sources without them.
+    optional: tuple[str, ...] = ()
+
+    def format_named(self, name: str) -> DataFormat | None:
+        return next((format_ for format_ in self.formats if format_.name == name), None)
+
+    def listing(self) -> str:
+        return "; ".join(f"{f.name} ({', '.join(f.identified_by)})" for f in self.formats)
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """A source's format as resolved: the format, the roles this source has (role -> column) and its ShareGPT tags."""
+
+    format: DataFormat
+    target: Target
+    columns: dict[str, str]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, dataset: Dataset, where: str) -> Dataset:
+        """`dataset` as canonical rows: renamed (the stage's own format) or converted, with `PROBLEM_COLUMN`."""
+        missing = [column for column in self.columns.values() if column not in dataset.column_names]
+        if missing:
+            raise DataError(
+                f"{where}: format '{self.format.name}' reads column {', '.join(map(repr, missing))}, which it does "
+                f"not have (it has: {', '.join(dataset.column_names)})."
+            )
+        if self.format.convert is None:
+            renames = {column: role for role, column in self.columns.items() if column != role}
+            taken = [role for role in renames.values() if role in dataset.column_names]
+            if taken:
+                raise DataError(
+                    f"{where}: `columns_map` renames a column to {', '.join(map(repr, taken))}, which it already has "
+                    "(select the columns to read with `columns`)."
+                )
+            return dataset.rename_columns(renames)
+        columns = [*self.target.columns, *(column for column in self.target.optional if column in self.columns)]
+        features = Features({**{column: CHAT for column in columns}, PROBLEM_COLUMN: _PROBLEM})
+        return dataset.map(
+            self._convert_batch,
+            batched=True,
+            batch_size=_BATCH,
+            remove_columns=dataset.column_names,
+            features=features,
+            fn_kwargs={"columns": columns},
+            desc=f"Converting {where} from {self.format.name}",
+        )
+
+    def _convert_batch(self, batch: dict[str, list], columns: list[str]) -> dict[str, list]:
+        out: dict[str, list] = {column: [] for column in (*columns, PROBLEM_COLUMN)}
+        for values in zip(*batch.values(), strict=True):
+            row = self.format.convert(dict(zip(batch, values, strict=True)), self.columns, self.tags)
+            problem = row if isinstance(row, RowProblem) else None
+            for column in columns:
+                out[column].append(None if problem is not None else row.get(column))
+            out[PROBLEM_COLUMN].append(None if problem is None else {"kind": problem.kind, "message": str(problem)})
+        return out
+
+
+def pop_problem(row: dict) -> RowProblem | None:
+    """Remove `PROBLEM_COLUMN` from a converted row: the reason its conversion failed, or None."""
+    problem = row.pop(PROBLEM_COLUMN, None)
+    return None if problem is None else RowProblem(problem["kind"], problem["message"])
+
+
+TARGETS = (
+    Target("SFT", ("messages",), ("messages",), CHAT_FORMATS, optional=("tools",)),
+    Target("preference (DPO, reward)", ("chosen", "rejected"), ("prompt", "chosen", "rejected"), PREFERENCE_FORMATS),
+)
+
+
+def target_for(required_columns: list[str] | tuple[str, ...] | None) -> Target | None:
+    """The canonical row a stage reads, from its required columns; None for a stage with rows of its own."""
+    return next((target for target in TARGETS if target.required == tuple(required_columns or ())), None)
+
+
+def resolve_format(
+    where: str,
+    columns: list[str],
+    target: Target,
+    name: str | None = None,
+    columns_map: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+) -> SourceFormat:
+    """The format of a source with `columns`: `name` if given, else detected (module doc); its roles and tags."""
+    if name is None:
+        found = [f for f in target.formats if all(column in columns for column in f.identified_by)]
+        found = [f for f in found if not any(set(f.identified_by) < set(g.identified_by) for g in found)]
+        if len(found) != 1:
+            what = (
+                f"its columns match more than one {target.stage} format: {', '.join(f.name for f in found)}"
+                if found
+                else f"no {target.stage} format matches its columns"
+            )
+            raise DataError(
+                f"{where}: {what} (it has: {', '.join(columns)}). Formats and the columns that identify them: "
+                f"{target.listing()}. Set `format:` (and `columns_map:` for other column names) in its entry of the "
+                "list form of `dataset_mixer`."
+            )
+        format_ = found[0]
+        logger.info(
+            "%s: format '%s' detected from its columns (%s)", where, format_.name, ", ".join(format_.identified_by)
+        )
+    else:
+        format_ = target.format_named(name)
+        if format_ is None:
+            raise DataError(
+                f"{where}: `format: {name}` is not one of the {target.stage} formats (valid: "
+                f"{', '.join(f.name for f in target.formats)})."
+            )
+    for role in columns_map or {}:
+        if role not in format_.columns:
+            raise DataError(
+                f"{where}: `columns_map` role '{role}' is not one of format '{format_.name}' (valid: "
+                f"{', '.join(format_.columns)})."
+            )
+    if tags and format_.name != "sharegpt":
+        raise DataError(f"{where}: `tags` name ShareGPT's keys and roles; format '{format_.name}' has none.")
+    for key in tags or {}:
+        if key not in SHAREGPT_TAGS:
+            raise DataError(f"{where}: unknown `tags` key '{key}' (valid: {', '.join(SHAREGPT_TAGS)}).")
+    roles = {role: column for role, column in format_.columns.items() if column in columns or role in format_.needs}
+    return SourceFormat(format_, target, roles | (columns_map or {}), dict(tags or {}))
+
+
+def convert_source(
+    where: str,
+    splits: dict[str, Dataset],
+    target: Target | None,
+    name: str | None = None,
+    columns_map: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Dataset]:
+    """A source's splits as `target`'s canonical rows, its format resolved once (from its first split's columns)."""
+    if target is None:
+        if name is not None:
+            raise DataError(
+                f"{where}: `format` converts SFT and preference data; this stage reads its rows as they are."
+            )
+        return splits
+    if not splits:
+        return splits
+    resolved = resolve_format(where, next(iter(splits.values())).column_names, target, name, columns_map, tags)
+    return {split: resolved.apply(dataset, f"{where} (split '{split}')") for split, dataset in splits.items()}
+
+
+def add_optional_columns(loaded: list[dict[str, Dataset]], target: Target) -> None:
+    """An optional canonical column (`tools`) that some source has is added, all null, to the splits without it."""
+    datasets_ = [dataset for splits in loaded for dataset in splits.values()]
+    for column in target.optional:
+        feature = next((d.features[column] for d in datasets_ if column in d.column_names), None)
+        if feature is None:
+            continue
+        for splits in loaded:
+            for split, dataset in splits.items():
+                if column not in dataset.column_names:
+                    splits[split] = dataset.map(
+                        _nulls,
+                        batched=True,
+                        with_indices=True,
+                        fn_kwargs={"column": column},
+                        features=Features({**dataset.features, column: feature}),
+                        desc=f"Adding a null `{column}` column",
+                    )
+
+
+def _nulls(batch: dict, indices: list[int], column: str) -> dict:
+    return {column: [None] * len(indices)}
+
+
+def as_json_where_any(parts: list[Dataset]) -> list[Dataset]:
+    """A column of message lists stored as JSON in one part (converted chats: `CHAT`) is cast to JSON in every part
+    that holds it as a list of structs (a list read as written), so that they can be mixed; the reverse cast would
+    lose each message's own keys."""
+    json_columns = {column for part in parts for column, feature in part.features.items() if feature == CHAT}
+    out = []
+    for part in parts:
+        cast = {c: CHAT for c in json_columns if isinstance(part.features.get(c), List) and part.features[c] != CHAT}
+        out.append(part.cast(Features({**part.features, **cast})) if cast else part)
+    return out
+
+
+__all__ = [
+    "CHAT",
+    "PROBLEM_COLUMN",
+    "TARGETS",
+    "SourceFormat",
+    "Target",
+    "add_optional_columns",
+    "as_json_where_any",
+    "convert_source",
+    "pop_problem",
+    "resolve_format",
+    "target_for",
+]
