@@ -384,3 +384,17 @@ def results_markdown(
             *([GPU_SECTION, ""] if device == "cpu" else []),
         ]
     )
+
+
+def keeping_other_sections(new: str, old: str | None) -> str:
+    """The `new` RESULTS.md text followed by every `## ` section of the `old` one that `results_markdown` does not
+    write (another benchmark's, such as the ShareGPT corpus section of `benchmarks/sharegpt.py`), so that a rerun of
+    `run.py` replaces its own tables and loses nothing else."""
+    own = {line for line in new.splitlines() if line.startswith("## ")}
+    kept, keeping = [], False
+    for line in (old or "").splitlines():
+        if line.startswith("## "):
+            keeping = line not in own
+        if keeping:
+            kept.append(line)
+    return new.rstrip("\n") + "\n" + ("\n" + "\n".join(kept).rstrip("\n") + "\n" if kept else "")

@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.configs import CONFIGURATIONS, FULL, QUICK, STAGES, Settings  # noqa: E402
-from benchmarks.report import results_markdown, summarize, tables  # noqa: E402
+from benchmarks.report import keeping_other_sections, results_markdown, summarize, tables  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -141,8 +141,13 @@ def main() -> None:
             {"command": command, "settings": vars(settings), "world": world, "wall_s": wall, "runs": results}, indent=2
         )
     )
-    (output_dir / "RESULTS.md").write_text(
-        results_markdown(summaries, settings, world, args.device, device_name, args.threads, command, wall)
+    results_path = output_dir / "RESULTS.md"
+    previous = results_path.read_text() if results_path.is_file() else None
+    results_path.write_text(
+        keeping_other_sections(
+            results_markdown(summaries, settings, world, args.device, device_name, args.threads, command, wall),
+            previous,
+        )
     )
     print(f"Wrote {output_dir / 'RESULTS.md'} and {output_dir / 'results.json'}")
     if any(s.failures for s in summaries):

@@ -22,7 +22,7 @@ from benchmarks.measure import (
     model_flops_utilization,
     peak_flops,
 )
-from benchmarks.report import flops_per_token, median_figures, paired_ratio
+from benchmarks.report import flops_per_token, keeping_other_sections, median_figures, paired_ratio
 from tiny_world import STYLE_FLAW
 
 MAX_LENGTH = 256
@@ -95,6 +95,16 @@ def test_ratios_medians_and_flops():
     )
     assert weights == 6 * 1000 * 1.5
     assert attention == 12 * QUICK.hidden_size * QUICK.num_layers * 100
+
+
+def test_a_rerun_keeps_the_sections_other_benchmarks_wrote():
+    old = "# Benchmarks\n\n## Results\n\nold table\n\n## ShareGPT: a real corpus\n\ncorpus table\n"
+    new = "# Benchmarks\n\n## Results\n\nnew table\n"
+    assert keeping_other_sections(new, old) == (
+        "# Benchmarks\n\n## Results\n\nnew table\n\n## ShareGPT: a real corpus\n\ncorpus table\n"
+    )
+    assert keeping_other_sections(new, None) == new
+    assert keeping_other_sections(new, new) == new
 
 
 def test_mfu_against_the_peak_table():

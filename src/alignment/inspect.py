@@ -31,7 +31,7 @@ from alignment.cli import run_cli
 from alignment.configs import DataArguments
 from alignment.parser import RecipeParser
 from alignment.run_utils import load_tokenizer_with_template
-from alignment.sft import SFT, padding_fraction
+from alignment.sft import SFT, chat_template_kwargs, padding_fraction
 from alignment.stage import Recipe
 from alignment.templates import ChatTemplateError
 from alignment.turns import IGNORE_INDEX, encode_chat
@@ -139,6 +139,7 @@ def main() -> None:
                 rows[index]["messages"],
                 history_rewrite=data_args.history_rewrite,
                 train_on_prompt=data_args.train_on_prompt,
+                template_kwargs=chat_template_kwargs(rows[index]),  # the row's tools, as in training
             )
         except ChatTemplateError as err:
             print(f"--- train row {index}: refused ({err.kind}) ---\n{err}")

@@ -183,3 +183,13 @@ __all__ = [
     "render_prompt",
     "set_chat_template",
 ]
+
+
+def message_text(message: dict) -> str:
+    """The text of a message's `content`: the string itself, or the text blocks of a content list joined."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(block.get("text", "") for block in content if isinstance(block, dict))
+    return ""

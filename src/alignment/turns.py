@@ -32,11 +32,7 @@ group of turns that do share one sequence), as chosen by ``history_rewrite``:
 * ``"last_turn"``: train only the last assistant turn, in its inference context;
 * ``"refuse"``: refuse the chat.
 
-**Tool use.** Only assistant messages are trained; ``tool`` messages (the results of an assistant's ``tool_calls``)
-are prompt context of the assistant turn after them, like user messages. The functions offered
-(``template_kwargs["tools"]``, passed to ``apply_chat_template(..., tools=...)``) and every earlier tool result must
-show in a turn's prompt, and each function a turn calls in its reply; a template that drops them (one that knows no
-tools) is refused, since it would train replies to results and tools the model never saw, or calls it never makes.
+**Tool use.** Only assistant messages are trained; ``tool`` messages are prompt context (`alignment.tool_turns`).
 
 A chat is refused (:class:`ChatTemplateError`, naming the turn and the template behaviour) only when no exact answer
 exists: the template prefills the generation prompt with text the turn does not start with (DeepSeek-R1 opens
@@ -47,7 +43,6 @@ tokenization that decodes to it.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -55,7 +50,8 @@ from typing import Literal
 from transformers import PreTrainedTokenizerBase
 from trl.chat_template_utils import get_training_chat_template
 
-from alignment.templates import ChatTemplateError, render_chat, render_prompt
+from alignment.templates import ChatTemplateError, message_text, render_chat, render_prompt
+from alignment.tool_turns import check_tool_calls_rendered, check_tool_context
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +100,6 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
     ids = set(tokenizer.all_special_ids)
     ids.update(i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
     return ids
-
-
-def _message_text(message: dict) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(block.get("text", "") for block in content if isinstance(block, dict))
-    return ""
 
 
 def _first_difference(a: str, b: str) -> int:
@@ -176,49 +163,15 @@ def _reply_text(tokenizer, messages: list[dict], i: int, prompt_text: str, templ
     reply = upto[len(prompt_text) :].rstrip()
     if not reply:
         raise ChatTemplateError(f"turn {i} (assistant): the template renders nothing for this message.", "empty turn")
-    content = _message_text(messages[i]).strip()
+    content = message_text(messages[i]).strip()
     if content and content.split("</think>")[-1].strip() not in reply:
         raise ChatTemplateError(
             f"turn {i} (assistant): the template does not render the message content verbatim in the turn (rendered "
             f"turn: {reply[:80]!r}); refusing to guess what the model should learn.",
             kind="content not rendered",
         )
-    for name in _called_names(messages[i]):
-        if name not in reply:
-            raise ChatTemplateError(
-                f"turn {i} (assistant): the template does not render the message's call of tool {name!r} (rendered "
-                f"turn: {reply[:80]!r}), so the model would learn to answer without calling it. Choose a chat "
-                "template that renders `tool_calls` (for example TRL's qwen3.jinja).",
-                kind="tool call not rendered",
-            )
+    check_tool_calls_rendered(reply, messages[i], i)
     return reply
-
-
-def _called_names(message: dict) -> list[str]:
-    """The function names an assistant message's `tool_calls` call (OpenAI's `{"function": {"name"}}` form)."""
-    return [call["function"]["name"] for call in message.get("tool_calls") or []]
-
-
-def _check_tool_context(prompt_text: str, prompt: list[dict], template_kwargs: dict | None, where: str) -> None:
-    """The prompt of an assistant turn must show the model the tools it may call and every tool result before it:
-    tool results are prompt context (never trained), and a template that drops them would train replies to results
-    the model never saw."""
-    tools = (template_kwargs or {}).get("tools") or []
-    missing = [f"tool {tool['function']['name']!r}" for tool in tools if tool["function"]["name"] not in prompt_text]
-    results = {
-        index: _message_text(message).strip() for index, message in enumerate(prompt) if message.get("role") == "tool"
-    }
-    missing += [  # as written, or as a JSON string (Llama 3.1 writes results with `tojson`)
-        f"the result in message {index}"
-        for index, text in results.items()
-        if text not in prompt_text and json.dumps(text, ensure_ascii=False) not in prompt_text
-    ]
-    if missing:
-        raise ChatTemplateError(
-            f"{where}: the template's prompt does not show {', '.join(missing)}. Choose a chat template that renders "
-            "`tools` and 'tool' messages (for example TRL's qwen3.jinja).",
-            kind="tool context not rendered",
-        )
 
 
 def continuation_ids(
@@ -292,7 +245,7 @@ def assistant_turns(
                 "turn 0 is an assistant message: there is no prompt to train it after.", "no prompt"
             )
         prompt_text = render_prompt(tokenizer, messages[:i], template_kwargs=template_kwargs)
-        _check_tool_context(prompt_text, messages[:i], template_kwargs, f"turn {i} (assistant)")
+        check_tool_context(prompt_text, messages[:i], template_kwargs, f"turn {i} (assistant)")
         prompt_ids = inference_ids(tokenizer, prompt_text)
         reply_text = _reply_text(tokenizer, messages, i, prompt_text, template_kwargs)
         reply_ids, apart = reply_ids_after(tokenizer, prompt_ids, prompt_text, reply_text, f"turn {i} (assistant)")
