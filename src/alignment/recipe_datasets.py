@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from alignment.data.mixture import split_side
+
 logger = logging.getLogger(__name__)
 
 # The handbook's `dataset_mixture` (its `src/alignment/configs.py`, `DatasetMixtureConfig`/`DatasetConfig`).
@@ -57,7 +59,7 @@ def _read_dataset_mixture(recipe: dict[str, Any]) -> None:
 
     for index, entry in enumerate(entries):
         _check_side(entry, index)
-    tests = [entry["split"] for entry in entries if _split_side(entry["split"]) == "test"]
+    tests = [entry["split"] for entry in entries if _side(entry["split"]) == "test"]
     size = mixture.get("test_split_size")
     if size is not None and "test_split_size" in recipe:
         raise ValueError("`dataset_mixture.test_split_size` and `test_split_size` are one key: keep one.")
@@ -157,12 +159,10 @@ def _read_dataset_name(recipe: dict[str, Any]) -> None:
     )
 
 
-def _split_side(split: Any) -> str | None:
-    """The side `load_mixture` reads a list entry on `split` as: "train" if its name contains "train", else "test"
-    if it contains "test", else None (an entry it refuses)."""
-    if not isinstance(split, str):
-        return None
-    return "train" if "train" in split else "test" if "test" in split else None
+def _side(split: Any) -> str | None:
+    """The side `load_mixture` reads a list entry on `split` as (`alignment.data.mixture.split_side`), or None for
+    an entry it refuses (a split that is not a string, or names neither side)."""
+    return split_side(split) if isinstance(split, str) else None
 
 
 def _check_side(entry: dict[str, Any], index: int) -> None:
@@ -171,7 +171,7 @@ def _check_side(entry: dict[str, Any], index: int) -> None:
     if not isinstance(entry["split"], str):
         return  # `load_mixture` names the bad value
     where = f"`dataset_mixture.datasets[{index}]` ({entry['path']}, split '{entry['split']}')"
-    side = _split_side(entry["split"])
+    side = _side(entry["split"])
     if side is None:
         raise ValueError(
             f"{where}: the handbook trained on this split, but `dataset_mixer` tells train rows from test rows by "

@@ -296,13 +296,17 @@ def _parse_entry(entry: Any, index: int) -> _Source:
     )
 
 
+def split_side(split: str) -> str | None:
+    """The side a split feeds: "train" if its name contains "train", else "test" if it contains "test", else None."""
+    return "train" if "train" in split else "test" if "test" in split else None
+
+
 def _split_side(split: str, where: str) -> str:
-    """The side a split feeds: "train" if its name contains "train", else "test" if it contains "test"."""
-    if "train" in split:
-        return "train"
-    if "test" in split:
-        return "test"
-    raise DataError(f"{where}: split '{split}' is neither a train nor a test split (its name must contain one).")
+    """`split_side`, or a `DataError` naming `where` for a split that feeds neither side."""
+    side = split_side(split)
+    if side is None:
+        raise DataError(f"{where}: split '{split}' is neither a train nor a test split (its name must contain one).")
+    return side
 
 
 def _check_share(value: Any, where: str, *, low_inclusive: bool = False, high_inclusive: bool = True) -> float:
