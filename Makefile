@@ -1,5 +1,5 @@
 # Two commands do everything from a fresh clone: `make demo` and `make test`. Each installs what it needs first.
-.PHONY: install demo test test-quick quality style clean
+.PHONY: install demo ablation test test-quick quality style clean
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,6 +9,8 @@ INSTALLED := $(VENV)/.installed
 # would otherwise resolve torch to the CUDA build.
 TORCH_PIP_ARGS ?=
 TINY := data/tiny
+# The demo's one seed: the tiny world's data and initial weights, and every stage's training (`make demo SEED=1`).
+SEED ?= 0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -23,16 +25,25 @@ $(INSTALLED): setup.py
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-$(TINY)/base/config.json: | $(INSTALLED)
-	$(PY) -m tiny_world build --output_dir $(TINY)
+# One world per seed: a new SEED rebuilds it (and the finished stages of another seed then refuse to be reused).
+$(TINY)/seed-$(SEED): | $(INSTALLED)
+	rm -f $(TINY)/seed-*
+	$(PY) -m tiny_world build --output_dir $(TINY) --seed $(SEED)
+	touch $@
 
-demo: install $(TINY)/base/config.json
-	$(PY) scripts/run_pipeline.py recipes/tiny/pipeline.yaml
+demo: install $(TINY)/seed-$(SEED)
+	@echo "make demo: seed $(SEED) (the tiny world's data and weights, and every stage). Another: make clean demo SEED=1"
+	$(PY) scripts/run_pipeline.py recipes/tiny/pipeline.yaml --seed $(SEED)
 	$(PY) -m tiny_world evaluate outputs/tiny/sft --data $(TINY)/sft/test.jsonl --baseline $(TINY)/base
 	$(PY) scripts/run_eval.py --baseline outputs/tiny/sft --candidate outputs/tiny/dpo \
 		--prompts $(TINY)/dpo/test.jsonl --judge outputs/tiny/rm --rule tiny_world.arithmetic:answer_is_correct \
 		--pairs $(TINY)/rm/test.jsonl --value_model outputs/tiny/value --steps $(TINY)/value/test.jsonl \
-		--output outputs/tiny/eval.json
+		--extra_rules tiny_world.arithmetic:sum_is_correct --output outputs/tiny/eval.json
+	@echo "make demo: seed $(SEED)"
+
+# Zephyr's Table 3 in miniature, 3 seeds (benchmarks/evidence.py; its tables go to benchmarks/RESULTS.md).
+ablation: install
+	$(PY) benchmarks/evidence.py --parts ablation
 
 test: install
 	$(PY) -m pytest tests -q -p no:cacheprovider

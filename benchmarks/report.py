@@ -398,3 +398,22 @@ def keeping_other_sections(new: str, old: str | None) -> str:
         if keeping:
             kept.append(line)
     return new.rstrip("\n") + "\n" + ("\n" + "\n".join(kept).rstrip("\n") + "\n" if kept else "")
+
+
+def with_sections_replaced(old: str | None, sections: list[str]) -> str:
+    """`old` RESULTS.md text with each of `sections` (markdown starting with its `## ` title) in place of the section
+    of the same title, or appended when it has none: another benchmark's sections, and the title above them, stay."""
+    blocks: list[list[str]] = [[]]  # the text before the first `## `, then one block per section
+    for line in (old or "").splitlines():
+        if line.startswith("## "):
+            blocks.append([])
+        blocks[-1].append(line)
+    texts = ["\n".join(block).strip("\n") for block in blocks]
+    for section in sections:
+        title = section.splitlines()[0]
+        at = next((i for i, text in enumerate(texts) if i and text.splitlines()[0] == title), None)
+        if at is None:
+            texts.append(section.strip("\n"))
+        else:
+            texts[at] = section.strip("\n")
+    return "\n\n".join(text for text in texts if text) + "\n"

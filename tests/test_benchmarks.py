@@ -14,6 +14,7 @@ from alignment.turns import tokenize_conversation
 from alignment.value import to_trace, tokenize_trace
 from benchmarks.configs import QUICK
 from benchmarks.data import LengthProfile, TextSampler, chat_rows, preference_rows, trace_rows
+from benchmarks.evidence_tables import losses_section, spread
 from benchmarks.measure import (
     StepMeter,
     StepRecord,
@@ -22,7 +23,13 @@ from benchmarks.measure import (
     model_flops_utilization,
     peak_flops,
 )
-from benchmarks.report import flops_per_token, keeping_other_sections, median_figures, paired_ratio
+from benchmarks.report import (
+    flops_per_token,
+    keeping_other_sections,
+    median_figures,
+    paired_ratio,
+    with_sections_replaced,
+)
 from tiny_world import STYLE_FLAW
 
 MAX_LENGTH = 256
@@ -105,6 +112,32 @@ def test_a_rerun_keeps_the_sections_other_benchmarks_wrote():
     )
     assert keeping_other_sections(new, None) == new
     assert keeping_other_sections(new, new) == new
+
+
+def test_a_section_replaces_its_namesake_and_keeps_the_rest():
+    old = "# Benchmarks\n\nintro\n\n## Results\n\nold table\n\n## Losses\n\nold losses\n\n## ShareGPT\n\ncorpus\n"
+    assert with_sections_replaced(old, ["## Losses\n\nnew losses", "## Demo\n\nnew demo\n"]) == (
+        "# Benchmarks\n\nintro\n\n## Results\n\nold table\n\n## Losses\n\nnew losses\n\n## ShareGPT\n\ncorpus\n\n"
+        "## Demo\n\nnew demo\n"
+    )
+    assert with_sections_replaced(None, ["## Demo\n\nx"]) == "## Demo\n\nx\n"
+
+
+def test_the_loss_table_marks_what_reward_hacks():
+    def run(rule, sums, accuracy):
+        return {"rule_correct": rule, "sum_correct": sums, "reward_accuracy": accuracy, "reward_margin": 1.0,
+                "logp_margin": 10.0, "train_seconds": 20.0}  # fmt: skip
+
+    dsft = {"rule_correct": 0.02, "sum_correct": 0.98}
+    by_seed = {
+        0: {"dsft": dsft, "good": run(0.95, 0.97, 1.0), "broken": run(0.30, 0.40, 1.0), "weak": run(0.1, 0.98, 0.6)},
+        1: {"dsft": dsft, "good": run(0.93, 0.96, 1.0), "broken": run(0.96, 0.96, 1.0), "weak": run(0.2, 0.98, 0.7)},
+    }
+    rows = {line.split(" | ")[0]: line for line in losses_section(by_seed, "cmd", 1.0).splitlines() if "|" in line}
+    assert rows["| good"].endswith("| no |") and rows["| weak"].endswith("| no |")  # weak: the objective not met
+    assert rows["| broken"].endswith("| **yes** (1/2 seeds) |")
+    assert "| 0.930 / 0.940 / 0.950 |" in rows["| good"]
+    assert spread([0.5, 0.1, 0.3]) == "0.100 / 0.300 / 0.500" and spread([0.25]) == "0.250"
 
 
 def test_mfu_against_the_peak_table():

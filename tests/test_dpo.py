@@ -131,16 +131,18 @@ def sft_greedy_shares(sft_model, dpo_data) -> tuple[float, float]:
     return greedy_shares(sft_model, dpo_data)
 
 
-# loss_type -> overrides of the tiny recipe (sigmoid + pref_ftx 1.0, beta 0.1, lr 1e-3, 30 steps of 16 pairs).
+# loss_type -> overrides of the tiny recipe (sigmoid + pref_ftx 1.0, beta 0.1, lr 3e-4, 30 steps of 32 pairs).
 # Measured on this fixture (200 held-out pairs), before -> after 30 steps:
 #   loss                             held-out rewards/accuracies   clean greedy share   rule-correct share
-#   sigmoid + pref_ftx 1.0           (dropped: rewards are 0) -> 1.00   0.00 -> 1.00          0.00 -> 0.01
-#   simpo (beta 2, gamma 0.5) + pref_ftx 1.0    0.00 -> 1.00        0.00 -> 1.00          0.00 -> 0.01
-#   orpo (beta = lambda = 1)         0.00 -> 1.00                  0.00 -> 1.00 (0.995 on a sibling SFT run)
-#   control: simpo without pref_ftx  0.00 -> 1.00                  0.00 -> 0.20          0.00 -> 0.00
+#   sigmoid + pref_ftx 1.0           (dropped: rewards are 0) -> 1.00   0.00 -> 1.00          0.00 -> 0.06
+#   simpo (beta 2, gamma 0.5) + pref_ftx 1.0    0.00 -> 1.00        0.00 -> 1.00          0.00 -> 0.04
+#   orpo (beta = lambda = 1)         0.00 -> 1.00                  0.00 -> 1.00          0.00 -> 0.035
+# (The recipe's former lr 1e-3 with 16 pairs gave the same clean shares.) Earlier, on that recipe, the control:
+#   simpo without pref_ftx           0.00 -> 1.00                  0.00 -> 0.20          0.00 -> 0.00
 # Reference-free losses score the start: the SFT model gives the flawed reply the higher mean log-prob. Plain SimPO
 # reward-hacks (chosen log-prob -6.9 -> -10.8, answers like `83+377`): held-out preference accuracy alone cannot tell,
 # the clean share can; on another SFT run of the same data it kept 0.99 clean, so it is fragile, not a fixed failure.
+# Every loss over 3 seeds, from the demo's 2,000-step SFT model: benchmarks/RESULTS.md.
 LEARNING = {
     "sigmoid": [],
     "simpo": ["--loss_type", "simpo", "--beta", "2.0", "--simpo_gamma", "0.5", "--pref_ftx", "1.0"],

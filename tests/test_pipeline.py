@@ -85,3 +85,18 @@ def test_shipped_tiny_pipeline_chains_the_four_stages(monkeypatch):
     dpo = yaml.safe_load(open(config.stages[1]["recipe"]))
     assert dpo["model_name_or_path"] == sft["output_dir"]  # the SFT output is the DPO policy and reference
     assert json.dumps(sft["dataset_mixer"]) == json.dumps({"data/tiny/sft_teacher": 1.0})
+
+
+def test_the_pipeline_seed_overrides_every_stage(tmp_path):
+    """`seed` (`make demo SEED=1`) is passed last to every stage, so it wins over the recipe and the overrides."""
+    script = tmp_path / "argv_stage.py"
+    script.write_text("import sys\nopen(sys.argv[1] + '.argv', 'w').write(' '.join(sys.argv[2:]))\n")
+    stages = [
+        {"recipe": make_stage(tmp_path, "sft")["recipe"], "script": str(script), "overrides": ["--seed", "0"]},
+        {"recipe": make_stage(tmp_path, "dpo")["recipe"], "script": str(script)},
+    ]
+    run_pipeline(PipelineConfig(stages=stages, launcher=sys.executable, seed=7))
+    assert (tmp_path / "sft" / "config.yaml.argv").read_text() == "--seed 0 --seed 7"
+    assert (tmp_path / "dpo" / "config.yaml.argv").read_text() == "--seed 7"
+    run_pipeline(PipelineConfig(stages=stages[1:], launcher=sys.executable))
+    assert (tmp_path / "dpo" / "config.yaml.argv").read_text() == ""

@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
 from alignment.parser import RecipeParser
@@ -31,11 +32,19 @@ def test_every_stage_script_parses_its_stage_recipe(name: str):
     assert script_dataclasses(stage.script) == stage.recipe_dataclasses
 
 
+def is_pipeline_recipe(path: Path) -> bool:
+    """A recipe of `scripts/run_pipeline.py`: its stages in order (tests/test_pipeline.py parses them)."""
+    return "stages" in (yaml.safe_load(path.read_text()) or {})
+
+
 def test_every_recipe_folder_is_covered():
+    # Search recipes (`recipes/<model>/<...>/search/`) are `scripts/run_search.py`'s, parsed in tests/test_search.py.
     stray = [
         p
         for p in (REPO / "recipes").rglob("*.yaml")
-        if stage_of_recipe(p) is None and p.parent.name != "accelerate_configs" and p.name != "pipeline.yaml"
+        if stage_of_recipe(p) is None
+        and p.parent.name not in ("accelerate_configs", "search")
+        and not is_pipeline_recipe(p)
     ]
     assert not stray, f"recipes outside recipes/<model>/<stage>/: {stray}"
     assert any(p.parent.name == "sft" for p in RECIPES)

@@ -15,12 +15,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.reward import load_reward_model, score_with
-from alignment.value import Q_IGNORE, load_value_model, score_traces, to_trace
+from alignment.value import load_value_model, score_traces, to_trace, value_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -29,27 +30,27 @@ Rule = Callable[[list[dict[str, str]], str], bool]
 RULE_FORM = "`package.module:function`, a callable `(prompt_messages, answer) -> bool`"
 
 
-def load_rule(path: str) -> Rule:
+def load_rule(path: str, key: str = "rule") -> Rule:
     """The rule that `path` names as `package.module:function`, imported.
 
-    A path of another form, a module that does not exist or a name it lacks is a `ValueError` naming the `rule`
-    key, what was not found and the expected form. An error raised while the module itself imports is a bug in it
+    A path of another form, a module that does not exist or a name it lacks is a `ValueError` naming the recipe
+    `key`, what was not found and the expected form. An error raised while the module itself imports is a bug in it
     and propagates.
     """
     module_name, _, function_name = path.partition(":")
     if not module_name or not function_name:
-        raise ValueError(f"`rule: {path}` is not an import path; expected {RULE_FORM}.")
+        raise ValueError(f"`{key}: {path}` is not an import path; expected {RULE_FORM}.")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name is None or not (module_name == err.name or module_name.startswith(f"{err.name}.")):
             raise  # the module exists; something it imports does not
-        raise ValueError(f"`rule: {path}`: no module `{module_name}` can be imported; expected {RULE_FORM}.") from err
+        raise ValueError(f"`{key}: {path}`: no module `{module_name}` can be imported; expected {RULE_FORM}.") from err
     rule = getattr(module, function_name, None)
     if rule is None:
-        raise ValueError(f"`rule: {path}`: module `{module_name}` has no `{function_name}`; expected {RULE_FORM}.")
+        raise ValueError(f"`{key}: {path}`: module `{module_name}` has no `{function_name}`; expected {RULE_FORM}.")
     if not callable(rule):
-        raise ValueError(f"`rule: {path}`: `{function_name}` is not callable; expected {RULE_FORM}.")
+        raise ValueError(f"`{key}: {path}`: `{function_name}` is not callable; expected {RULE_FORM}.")
     return rule
 
 
@@ -78,9 +79,14 @@ def compare_policies(
     *,
     judge_dir: str | None = None,
     rule: Rule | None = None,
+    extra_rules: dict[str, Rule] | None = None,
 ) -> dict:
     """Greedy replies of both policies, the share each gets right by `rule`, their mean reward under the judge, and
-    the candidate's win rate over the baseline by each judge (a tie counts half)."""
+    the candidate's win rate over the baseline by each judge (a tie counts half).
+
+    `extra_rules` (name -> rule) are reported as shares only, under `shares[name]` = {baseline, candidate}: a second
+    view of the same replies, such as whether the sum is right whatever the style, shows what a stage cost.
+    """
     replies = {
         "baseline": generate_replies(baseline_dir, prompts),
         "candidate": generate_replies(candidate_dir, prompts),
@@ -94,6 +100,14 @@ def compare_policies(
             float(c > b) + 0.5 * float(c == b) for b, c in zip(correct["baseline"], correct["candidate"], strict=True)
         ]
         result["win_rate_by_rule"] = sum(wins) / len(wins)
+    if extra_rules:
+        result["shares"] = {
+            name: {
+                policy: sum(extra(p, r) for p, r in zip(prompts, replies[policy], strict=True)) / len(prompts)
+                for policy in replies
+            }
+            for name, extra in extra_rules.items()
+        }
     if judge_dir is not None:
         judge, judge_tokenizer = load_reward_model(judge_dir)
         rewards = {
@@ -132,19 +146,18 @@ def reward_model_accuracy(judge_dir: str, pairs: list[dict]) -> float:
     return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs)
 
 
-def value_step_accuracy(value_dir: str, rows: list[dict]) -> float:
-    """Share of held-out steps with a target whose value has the sign of that Q (any form `alignment.value` reads;
-    steps without a target, such as the earlier steps of a released ReST-MCTS* row, are not counted)."""
+def value_step_metrics(value_dir: str, rows: list[dict]) -> dict[str, float]:
+    """`alignment.value.value_metrics` of the value model over held-out steps with a target (any form
+    `alignment.value` reads; steps without one, such as the earlier steps of a released ReST-MCTS* row, are not
+    counted): `sign_accuracy` (the share whose value has the sign of Q), `auroc` of the value against step
+    correctness, `value_mse` and `value_steps`."""
     model, tokenizer = load_value_model(value_dir), AutoTokenizer.from_pretrained(value_dir)
     traces = [to_trace(row) for row in rows]
     values = score_traces(model, tokenizer, [(trace.prompt, trace.steps) for trace in traces])
-    hits = [
-        (value > 0) == (q > 0)
-        for trace, trace_values in zip(traces, values, strict=True)
-        for value, q in zip(trace_values, trace.q, strict=True)
-        if q != Q_IGNORE
-    ]
-    return sum(hits) / len(hits)
+    return value_metrics(
+        np.array([value for trace_values in values for value in trace_values]),
+        np.array([q for trace in traces for q in trace.q]),
+    )
 
 
 @dataclass
@@ -167,6 +180,14 @@ class EvalArguments:
             "`tiny_world.arithmetic:answer_is_correct`)."
         },
     )
+    extra_rules: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": f"More rules, each {RULE_FORM}, whose share of right replies is reported for both policies "
+            "(no win rate), e.g. the tiny demo's `tiny_world.arithmetic:sum_is_correct`, which checks the sum and "
+            "ignores style: what the stage cost in correctness."
+        },
+    )
     pairs: str | None = field(default=None, metadata={"help": "Held-out preference pairs for the judge's accuracy."})
     value_model: str | None = field(default=None, metadata={"help": "Value model to check on `steps`."})
     steps: str | None = field(default=None, metadata={"help": "Held-out step traces for the value model."})
@@ -176,6 +197,8 @@ class EvalArguments:
     def __post_init__(self):
         if self.rule is not None:
             load_rule(self.rule)  # a bad path stops the run here, before any model is loaded
+        for path in self.extra_rules:
+            load_rule(path, "extra_rules")
         if (self.value_model is None) != (self.steps is None):
             raise ValueError("`value_model` and `steps` go together: set both or neither.")
 

@@ -58,6 +58,13 @@ class PipelineConfig:
         },
     )
     output_dir: str = field(default="outputs/pipeline", metadata={"help": "Where the pipeline writes its summary."})
+    seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Every stage's `seed`, over its recipe's and its overrides' (`make demo SEED=1`); None: each "
+            "stage keeps its own."
+        },
+    )
 
     def __post_init__(self):
         if not self.stages:
@@ -102,7 +109,8 @@ def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
         name = Path(stage["recipe"]).parent.name
         output_dir = stage_output_dir(stage)
         was_finished = is_finished(output_dir)
-        command = [*shlex.split(config.launcher), stage["script"], stage["recipe"], *map(str, stage["overrides"])]
+        overrides = [*map(str, stage["overrides"]), *(["--seed", str(config.seed)] if config.seed is not None else [])]
+        command = [*shlex.split(config.launcher), stage["script"], stage["recipe"], *overrides]
         logger.info("Stage %s: %s", name, shlex.join(command))
         start = time.perf_counter()
         result = subprocess.run(command, check=False)

@@ -16,6 +16,7 @@ Held-out chats use operand pairs never seen in training, so held-out accuracy me
 
     arithmetic  the chats, the style flaw, preference pairs, and the rule `answer_is_correct`
     steps       step traces for value models
+    chains      chained additions of 3-5 steps, the task of value-guided search (`alignment.search`)
     build       tokenizer, model, `build_tiny_world` and the split writers
     evaluation  greedy accuracy by the rule and held-out loss
     __main__    the command line: `python -m tiny_world build` and `python -m tiny_world evaluate`
@@ -28,10 +29,21 @@ from tiny_world.arithmetic import (
     arithmetic_rows,
     operand_pairs,
     preference_rows,
+    sum_is_correct,
     with_style_flaw,
     wrong_answer,
 )
 from tiny_world.build import build_model, build_tiny_world, build_tokenizer, write_jsonl_splits, write_step_data
+from tiny_world.chains import (
+    chain_prompt,
+    chain_rows,
+    chain_steps,
+    final_answer_is_correct,
+    prompt_rows,
+    step_correctness,
+    value_rows,
+    write_chain_data,
+)
 from tiny_world.evaluation import arithmetic_accuracy, evaluate, held_out_loss
 from tiny_world.steps import addition_trace, step_rows
 
@@ -39,18 +51,27 @@ __all__ = [
     "STYLE_FLAW",
     "addition_trace",
     "answer_is_correct",
+    "sum_is_correct",
     "arithmetic_accuracy",
     "arithmetic_chat",
     "arithmetic_rows",
     "build_model",
     "build_tiny_world",
     "build_tokenizer",
+    "chain_prompt",
+    "chain_rows",
+    "chain_steps",
     "evaluate",
+    "final_answer_is_correct",
     "held_out_loss",
     "operand_pairs",
     "preference_rows",
+    "prompt_rows",
+    "step_correctness",
     "step_rows",
+    "value_rows",
     "with_style_flaw",
+    "write_chain_data",
     "write_jsonl_splits",
     "write_step_data",
     "wrong_answer",

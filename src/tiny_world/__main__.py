@@ -2,6 +2,7 @@
 
     python -m tiny_world build --output_dir data/tiny      # writes base/ (model + tokenizer) and every stage's data
     python -m tiny_world evaluate outputs/tiny/sft --data data/tiny/sft/test.jsonl --baseline data/tiny/base
+    python -m tiny_world chains --output_dir data/tiny/chains    # chained additions, the task of the search demo
 
 `evaluate` prints, for the model and its baseline, the held-out loss per assistant token and the share of greedy
 answers the rule (`tiny_world.arithmetic.answer_is_correct`) calls correct.
@@ -12,6 +13,7 @@ import logging
 
 from alignment.cli import run_cli
 from tiny_world.build import build_tiny_world
+from tiny_world.chains import write_chain_data
 from tiny_world.evaluation import evaluate
 
 
@@ -23,6 +25,9 @@ def main() -> None:
     build = commands.add_parser("build", help="write the tiny model, tokenizer and data")
     build.add_argument("--output_dir", default="data/tiny")
     build.add_argument("--seed", type=int, default=0)
+    chains = commands.add_parser("chains", help="write the chained-addition data (SFT chats, value traces, prompts)")
+    chains.add_argument("--output_dir", default="data/tiny/chains")
+    chains.add_argument("--seed", type=int, default=0)
     report = commands.add_parser("evaluate", help="held-out loss and accuracy of a trained model vs its base")
     report.add_argument("model_dir")
     report.add_argument("--data", required=True, help="held-out chats (.jsonl)")
@@ -31,6 +36,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "build":
         build_tiny_world(args.output_dir, seed=args.seed)
+        return
+    if args.command == "chains":
+        write_chain_data(args.output_dir, seed=args.seed)
         return
     results = evaluate({"before (base)": args.baseline, "after (SFT)": args.model_dir}, args.data)
     print(f"\nHeld-out results on {args.data}")

@@ -2,8 +2,9 @@
 
 Here are the chats (`arithmetic_rows`), the careless teacher's style flaw (`STYLE_FLAW`, `with_style_flaw`), the
 preference pairs built from them (`preference_rows`) and the rule a reply must meet (`answer_is_correct`), the one
-`scripts/run_eval.py` takes as `--rule tiny_world.arithmetic:answer_is_correct`. Train and held-out chats draw their
-operands from disjoint pairs (`operand_pairs`).
+`scripts/run_eval.py` takes as `--rule tiny_world.arithmetic:answer_is_correct`, with the arithmetic alone
+(`sum_is_correct`) as its `--extra_rules`. Train and held-out chats draw their operands from disjoint pairs
+(`operand_pairs`).
 """
 
 from __future__ import annotations
@@ -92,7 +93,21 @@ def preference_rows(pairs: list[tuple[int, int]], n: int, seed: int, *, rejectio
     return rows
 
 
+def asked_operands(prompt_messages: list[dict[str, str]]) -> tuple[int, int]:
+    """The two operands of the sum that the last user turn asks for."""
+    a, b = map(int, re.findall(r"\d+", prompt_messages[-1]["content"])[:2])
+    return a, b
+
+
 def answer_is_correct(prompt_messages: list[dict[str, str]], answer: str) -> bool:
     """The rule: the answer states `a+b=<the true sum>` for the operands of the last user turn, and nothing else."""
-    a, b = map(int, re.findall(r"\d+", prompt_messages[-1]["content"])[:2])
+    a, b = asked_operands(prompt_messages)
     return answer.strip() == f"{a}+{b}={a + b}"
+
+
+def sum_is_correct(prompt_messages: list[dict[str, str]], answer: str) -> bool:
+    """The arithmetic alone: the answer starts with `a+b=<the true sum>`, whatever follows (the style flaw or any
+    other tail). Where `answer_is_correct` fails and this holds, the reply broke style, not the sum."""
+    a, b = asked_operands(prompt_messages)
+    stated = re.match(rf"{a}\+{b}=(\d+)", answer.strip())
+    return stated is not None and int(stated.group(1)) == a + b

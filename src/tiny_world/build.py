@@ -98,6 +98,8 @@ def build_tiny_world(output_dir: str | Path, *, seed: int = 0, num_train: int = 
         sft_teacher/   the same chats from a careless teacher: `STYLE_FLAW` on 70% of train answers (test clean);
                        the dSFT data of the tiny pipeline, whose flaw dDPO must remove
         dpo/, rm/      preference pairs: the clean answer chosen, the flawed one rejected
+        sft_chosen/    the DPO pairs' prompts with their chosen replies, as chats: one more SFT epoch on the
+                       preferred replies instead of DPO (Zephyr's Table 3 ablation, `benchmarks/evidence.py`)
         value/         step traces with per-step Q (see `step_rows`)
 
     Train and test draw operands from disjoint pairs (`operand_pairs`), so held-out numbers measure generalisation.
@@ -112,12 +114,19 @@ def build_tiny_world(output_dir: str | Path, *, seed: int = 0, num_train: int = 
     write_jsonl_splits(
         output_dir / "sft_teacher", {"train": with_style_flaw(sft["train"], 0.7, seed), "test": sft["test"]}
     )
-    for stage, offset in (("dpo", 2), ("rm", 4)):
-        pairs = {
+    pairs = {
+        stage: {
             "train": preference_rows(train_pairs, num_train, seed + offset, rejection="style_flaw"),
             "test": preference_rows(test_pairs, num_test, seed + offset + 1, rejection="style_flaw"),
         }
-        write_jsonl_splits(output_dir / stage, pairs)
+        for stage, offset in (("dpo", 2), ("rm", 4))
+    }
+    for stage, splits in pairs.items():
+        write_jsonl_splits(output_dir / stage, splits)
+    chosen = {
+        split: [{"messages": row["prompt"] + row["chosen"]} for row in rows] for split, rows in pairs["dpo"].items()
+    }
+    write_jsonl_splits(output_dir / "sft_chosen", chosen)
     write_step_data(output_dir / "value", seed=seed)
 
     corpus = [m["content"] for row in sft["train"] for m in row["messages"]]

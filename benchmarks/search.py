@@ -1,0 +1,240 @@
+"""Value-guided search on the tiny world over seeds: greedy vs best-of-N vs beam vs MCTS* at equal token budget on
+held-out prompts, and one ReST-MCTS* self-training iteration (policy greedy accuracy and value AUROC before/after).
+
+    python benchmarks/search.py                          # seeds 0 1 2 (about 15 min per seed on one core)
+    python benchmarks/search.py --seeds 0 --threads 1    # one seed, on a machine shared with other jobs
+    python benchmarks/search.py --work_dir /tmp/search   # an interrupted benchmark continues where it stopped
+
+Seed `s` builds its own tiny world (`build_tiny_world(seed=s)`, `write_chain_data(seed=s)`: tokenizer, initial
+weights and chains) and runs the iteration of `recipes/tiny/rest_mcts.yaml` with `seed: s` and only paths
+overridden, each stage the script a user types (`alignment.pipeline`, so a finished run is reused):
+dSFT -> value model -> MCTS* over training prompts -> SFT on the verified traces + value training on the tree's
+targets. On the 200 held-out prompts (chains no training prompt has) it then runs `scripts/run_search.py`:
+
+* with the iteration-0 models, `greedy`, `best_of_n` (N = 8), `beam` (2 beams x 4 candidates) and `mcts` with a
+  token budget per prompt equal to what best-of-N spent on average; every row reports its own policy tokens and
+  value calls per prompt, so the comparison is at (about) equal compute;
+* greedy with the policy before and after self-training, and `mcts` with both models after it;
+* the value model's AUROC (value vs step correctness) on the held-out value traces, before and after, pooled over
+  every step and among the steps of one depth (`auroc_by_depth`: what a search compares).
+
+Accuracy is the share of chosen traces whose final answer is right (`tiny_world.chains:final_answer_is_correct`).
+The tables give min / median / max over seeds; they replace their own section of `benchmarks/RESULTS.md` (`--output`)
+and keep the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# `python benchmarks/search.py` puts benchmarks/ on the path, not the repository that holds the packages.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.report import with_sections_replaced  # noqa: E402
+
+RECIPES = REPO_ROOT / "recipes" / "tiny" / "rest_mcts"
+SEARCH_SCRIPT = str(REPO_ROOT / "scripts" / "run_search.py")
+VERIFIER = "tiny_world.chains:final_answer_is_correct"
+# The held-out comparisons: name -> run_search.py overrides. `mcts` gets its budget from best_of_n's tokens.
+ALGORITHMS = {
+    "greedy": ["--algorithm", "greedy"],
+    "best_of_n": ["--algorithm", "best_of_n", "--num_samples", "8"],
+    "beam": ["--algorithm", "beam", "--beam_width", "2", "--num_candidates", "4"],
+    "mcts": ["--algorithm", "mcts", "--num_candidates", "4"],
+}
+TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions)"
+
+
+class SeedRuns:
+    """The world and runs of one seed under `root`, each run reused when finished."""
+
+    def __init__(self, root: Path, seed: int):
+        from tiny_world import build_tiny_world, write_chain_data
+
+        self.root, self.seed = root, seed
+        self.world = root / "world"
+        if not (self.world / "base" / "config.json").is_file():
+            build_tiny_world(self.world, seed=seed)
+        if not (self.world / "chains" / "prompts" / "test.jsonl").is_file():
+            write_chain_data(self.world / "chains", seed=seed)
+        self.seconds: dict[str, float] = {}
+
+    def stage(self, name: str, recipe: str, overrides: list[str], script: str | None = None) -> Path:
+        """`recipe` (under recipes/tiny/rest_mcts) as `root/name`, with the seed and `overrides`."""
+        from alignment.pipeline import PipelineConfig, run_pipeline
+
+        output_dir = self.root / name
+        overrides = [*overrides, "--output_dir", str(output_dir), "--seed", str(self.seed), "--disable_tqdm", "true"]
+        stage = {"recipe": str(RECIPES / recipe), "overrides": overrides, **({"script": script} if script else {})}
+        (record,) = run_pipeline(PipelineConfig(stages=[stage]))
+        if record["status"] == "trained":
+            self.seconds[name] = record["seconds"]
+        return output_dir
+
+    def train(self, name: str, recipe: str, model: Path, *data: Path) -> Path:
+        mixer = json.dumps({str(source): 1.0 for source in data})
+        return self.stage(name, recipe, ["--model_name_or_path", str(model), "--dataset_mixer", mixer])
+
+    def search(self, name: str, policy: Path, value: Path, prompts: str, overrides: list[str]) -> dict:
+        """`scripts/run_search.py` on the world's `prompts` split; its summary."""
+        paths = ["--policy", str(policy), "--value_model", str(value), "--verifier", VERIFIER]
+        paths += ["--prompts", str(self.world / "chains" / "prompts" / f"{prompts}.jsonl")]
+        recipe = "search/config_train.yaml" if prompts == "train" else "search/config_test.yaml"
+        output_dir = self.stage(name, recipe, [*paths, *overrides], script=SEARCH_SCRIPT)
+        return json.loads((output_dir / "summary.json").read_text())
+
+    def figures(self) -> dict:
+        """Every figure of this seed (cached in `root/figures.json`)."""
+        cached = self.root / "figures.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        from alignment.data import read_rows
+        from alignment.evaluation import value_step_metrics
+
+        chains = self.world / "chains"
+        sft0 = self.train("sft", "sft/config.yaml", self.world / "base", chains / "sft")
+        value0 = self.train("value", "value/config.yaml", sft0, chains / "value")
+        searched = self.search("search_train", sft0, value0, "train", [])
+        train_dir = self.root / "search_train"
+        sft1 = self.train("sft_iter1", "sft/config_iter1.yaml", sft0, chains / "sft", train_dir / "sft.jsonl")
+        value1 = self.train("value_iter1", "value/config_iter1.yaml", value0, train_dir / "traces.jsonl")
+        iteration = ("sft", "value", "search_train", "sft_iter1", "value_iter1")
+        iteration_s = sum(self.seconds.get(name, 0.0) for name in iteration)  # 0 for runs reused from an earlier call
+
+        held_out = {}
+        for name in ("greedy", "best_of_n", "beam"):
+            held_out[name] = self.search(f"test_{name}", sft0, value0, "test", ALGORITHMS[name])
+        # MCTS* gets the policy tokens best-of-N spent per prompt, on average.
+        mcts = [
+            *ALGORITHMS["mcts"],
+            "--token_budget",
+            str(round(held_out["best_of_n"]["generated_tokens_per_prompt"])),
+        ]
+        held_out["mcts"] = self.search("test_mcts", sft0, value0, "test", mcts)
+        after = {
+            "greedy": self.search("test_greedy_iter1", sft1, value1, "test", ALGORITHMS["greedy"]),
+            "mcts": self.search("test_mcts_iter1", sft1, value1, "test", mcts),
+        }
+        rows = read_rows(chains / "value" / "test.jsonl")
+        figures = {
+            "held_out": held_out,
+            "after": after,
+            "auroc": {"before": value_step_metrics(str(value0), rows)["auroc"]},
+            "auroc_by_depth": {"before": auroc_by_depth(value0, rows)},
+            "search_train": searched,
+            "iteration_s": iteration_s,
+            "stage_s": self.seconds,
+        }
+        figures["auroc"]["after"] = value_step_metrics(str(value1), rows)["auroc"]
+        figures["auroc_by_depth"]["after"] = auroc_by_depth(value1, rows)
+        cached.write_text(json.dumps(figures, indent=2))
+        return figures
+
+
+def auroc_by_depth(value_dir: Path, rows: list[dict]) -> float:
+    """The mean over step positions k of the AUROC of the value against step correctness among the k-th steps only:
+    how well the value ranks what a search compares (siblings, or beams of one depth). ReST-MCTS*'s targets grow
+    with depth on a right trace (v_k = k / K) while wrong steps pile up late, so the AUROC pooled over depths mixes
+    in the depth, and falls below 0.5 for a value model that ranks every depth right."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from alignment.value import auroc, load_value_model, score_traces, to_trace
+
+    model, tokenizer = load_value_model(value_dir), AutoTokenizer.from_pretrained(value_dir)
+    traces = [to_trace(row) for row in rows]
+    values = score_traces(model, tokenizer, [(trace.prompt, trace.steps) for trace in traces])
+    depths: dict[int, tuple[list[float], list[bool]]] = {}
+    for trace, trace_values in zip(traces, values, strict=True):
+        for depth, (value, q) in enumerate(zip(trace_values, trace.q, strict=True)):
+            depths.setdefault(depth, ([], []))[0].append(value)
+            depths[depth][1].append(q > 0)
+    scores = [auroc(np.array(v), np.array(c)) for v, c in depths.values() if 0 < sum(c) < len(c)]
+    return float(np.mean(scores))
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """`median (min-max)` over seeds, or the value alone for one seed."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def section(figures: dict[int, dict], command: str, minutes: float) -> str:
+    """The markdown section: the two tables and how they were made."""
+    seeds = sorted(figures)
+    per_seed = [figures[s] for s in seeds]
+    lines = [
+        TITLE,
+        "",
+        f"`{command}` ({len(seeds)} seed{'s' * (len(seeds) > 1)}: {', '.join(map(str, seeds))}; {minutes:.0f} min "
+        f"on {os.cpu_count()} cores). Median (min-max) over seeds. Held-out: the 200 chains of "
+        "`prompts/test.jsonl`, never trained on; accuracy = final answer right.",
+        "",
+        "| search (iteration-0 models) | accuracy | policy tokens / prompt | value calls / prompt |",
+        "|---|---|---|---|",
+    ]
+    for name in ALGORITHMS:
+        runs = [f["held_out"][name] for f in per_seed]
+        lines.append(
+            f"| {name} | {spread([r['accuracy'] for r in runs], '{:.3f}')} "
+            f"| {spread([r['generated_tokens_per_prompt'] for r in runs], '{:.0f}')} "
+            f"| {spread([r['value_calls_per_prompt'] for r in runs], '{:.1f}')} |"
+        )
+    lines += [
+        "",
+        "| one self-training iteration | before | after |",
+        "|---|---|---|",
+        "| policy greedy accuracy (held-out) | "
+        f"{spread([f['held_out']['greedy']['accuracy'] for f in per_seed], '{:.3f}')} | "
+        f"{spread([f['after']['greedy']['accuracy'] for f in per_seed], '{:.3f}')} |",
+        "| MCTS* accuracy, same budget (held-out) | "
+        f"{spread([f['held_out']['mcts']['accuracy'] for f in per_seed], '{:.3f}')} | "
+        f"{spread([f['after']['mcts']['accuracy'] for f in per_seed], '{:.3f}')} |",
+        "| value AUROC, held-out value traces, pooled over depths | "
+        f"{spread([f['auroc']['before'] for f in per_seed], '{:.3f}')} | "
+        f"{spread([f['auroc']['after'] for f in per_seed], '{:.3f}')} |",
+        "| value AUROC among the steps of one depth, mean over depths | "
+        f"{spread([f['auroc_by_depth']['before'] for f in per_seed], '{:.3f}')} | "
+        f"{spread([f['auroc_by_depth']['after'] for f in per_seed], '{:.3f}')} |",
+        "",
+        "The iteration (dSFT, value model, MCTS* over 200 training prompts, SFT and value training on what it found) "
+        f"took {spread([f['iteration_s'] / 60 for f in per_seed], '{:.1f}')} min per seed; the training search kept "
+        f"{spread([f['search_train']['sft_rows'] for f in per_seed], '{:.0f}')} verified traces and "
+        f"{spread([f['search_train']['traces'] for f in per_seed], '{:.0f}')} value traces.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--work_dir", default="outputs/search_benchmark", help="worlds and runs, one folder per seed")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every run (default: the library's)")
+    parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    figures = {seed: SeedRuns(Path(args.work_dir) / f"seed{seed}", seed).figures() for seed in args.seeds}
+    minutes = (time.perf_counter() - start) / 60
+    command = f"python benchmarks/search.py --seeds {' '.join(map(str, args.seeds))}"
+    text = section(figures, command, minutes)
+    output = Path(args.output)
+    output.write_text(with_sections_replaced(output.read_text() if output.is_file() else None, [text]))
+    print(text)
+    print(f"\n{minutes:.1f} min; written to {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""`SearchConfig`, how one search decodes (algorithm, widths, budget, sampling), and `SearchArguments`, what
+`scripts/run_search.py` searches with and where it writes. Every field is a recipe key, documented and checked here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from alignment.evaluation import load_rule
+
+ALGORITHMS = ("greedy", "best_of_n", "beam", "mcts")
+
+
+@dataclass
+class SearchConfig:
+    """How a search decodes: the algorithm and its widths, the step and token limits, and the sampling of steps."""
+
+    algorithm: Literal["greedy", "best_of_n", "beam", "mcts"] = field(
+        default="mcts",
+        metadata={
+            "help": "`greedy` (one greedy step at a time, no value model), `best_of_n` (`num_samples` sampled "
+            "traces, the highest-valued kept), `beam` (`num_candidates` sampled next steps per beam, the "
+            "`beam_width` best partial traces by value kept), or `mcts` (MCTS*: UCT on value estimates, expansion "
+            "by `num_candidates` sampled steps, the value model as leaf evaluation, until `token_budget`)."
+        },
+    )
+    num_samples: int = field(default=8, metadata={"help": "best_of_n: complete traces sampled per prompt (N)."})
+    beam_width: int = field(default=2, metadata={"help": "beam: partial traces kept after each step (b)."})
+    num_candidates: int = field(
+        default=4,
+        metadata={
+            "help": "beam: next steps sampled per kept trace (k); mcts: steps sampled when a node is expanded "
+            "(duplicates are merged into one child, as in the ReST-MCTS* code)."
+        },
+    )
+    token_budget: int = field(
+        default=400,
+        metadata={
+            "help": "mcts: policy tokens per prompt; the search stops expanding once it has generated this many (a "
+            "trace still unfinished then is completed greedily, those tokens counted too). Compare searches at "
+            "equal `generated_tokens`, reported by every search."
+        },
+    )
+    max_rollouts: int = field(
+        default=1000,
+        metadata={
+            "help": "mcts: at most this many select-expand-backup rounds per prompt. A round that selects a finished "
+            "trace costs no tokens (it only adds a visit), so `token_budget` is what normally ends the search."
+        },
+    )
+    exploration: float = field(
+        default=0.5,
+        metadata={
+            "help": "mcts: UCT constant c in `V(child) + c * sqrt(2 ln N(parent) / N(child))` (ReST-MCTS*'s "
+            "`exploration_constant`); 0 is pure exploitation of the value estimates."
+        },
+    )
+    max_steps: int = field(
+        default=8,
+        metadata={"help": "A trace that reaches this many steps without the policy ending its turn is terminal."},
+    )
+    max_step_tokens: int = field(
+        default=24,
+        metadata={"help": "Tokens generated for one step at most (a step ends at its newline or the end of turn)."},
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the sampled steps (> 0)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of the sampled steps, in (0, 1]."})
+    value_batch_size: int = field(default=64, metadata={"help": "Traces per forward pass of the value model."})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Sampling seed: prompt i is searched with seed + i, so a resumed run writes what an "
+            "uninterrupted one does."
+        },
+    )
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"`algorithm: {self.algorithm}`: must be one of {list(ALGORITHMS)}.")
+        counts = ("num_samples", "beam_width", "num_candidates", "token_budget", "max_rollouts", "max_steps")
+        for name in (*counts, "max_step_tokens", "value_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}: {getattr(self, name)}`: must be at least 1.")
+        if not (math.isfinite(self.exploration) and self.exploration >= 0):
+            raise ValueError(f"`exploration: {self.exploration}`: must be a number >= 0 (0.5 is a usual choice).")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(
+                f"`temperature: {self.temperature}`: must be > 0 (sampled steps); greedy decoding is "
+                "`algorithm: greedy`."
+            )
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"`top_p: {self.top_p}`: must be in (0, 1] (1 samples from the whole distribution).")
+
+
+@dataclass
+class SearchArguments:
+    """What `scripts/run_search.py` searches with, over which prompts, and where it writes."""
+
+    policy: str = field(metadata={"help": "The causal LM that proposes steps (a folder with its tokenizer)."})
+    prompts: str = field(
+        metadata={
+            "help": "Prompts to search over (.jsonl): rows with `prompt` (a string or messages) or `messages` (the "
+            "final assistant turn is dropped)."
+        }
+    )
+    verifier: str = field(
+        metadata={
+            "help": "The rule that decides a finished trace's final answer is right: `package.module:function`, "
+            "called `(prompt_messages, reply)` with the steps joined by newlines (the tiny world's: "
+            "`tiny_world.chains:final_answer_is_correct`)."
+        }
+    )
+    output_dir: str = field(metadata={"help": "Where traces.jsonl, sft.jsonl and summary.json are written."})
+    value_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "The value model (`scripts/run_value.py` output); needed by `beam` and `mcts`, and by "
+            "`best_of_n` to rank its samples (without one it keeps its first finished sample: plain sampling)."
+        },
+    )
+    step_rule: str | None = field(
+        default=None,
+        metadata={
+            "help": "A rule that judges every step, `package.module:function` called `(prompt_messages, steps)` "
+            "and returning one bool per step (the tiny world's: `tiny_world.chains:step_correctness`). When set, "
+            "traces.jsonl holds every finished trace with Q = +1 while the rule holds and -1 from the first step it "
+            "fails (the policy's own traces labelled as the initial value data is), instead of the tree's "
+            "ReST-MCTS* targets; sft.jsonl and the accuracy still use `verifier`."
+        },
+    )
+    max_prompts: int | None = field(default=None, metadata={"help": "Search only the first N prompts."})
+    sft_traces: Literal["correct", "chosen"] = field(
+        default="correct",
+        metadata={
+            "help": "Which verified traces become SFT rows: `correct`, every distinct finished trace of the tree "
+            "whose final answer passes the verifier (ReST-MCTS*), or `chosen`, the search's answer when it passes."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace a finished or partial search in `output_dir`."}
+    )
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
+
+    def __post_init__(self):
+        try:
+            load_rule(self.verifier)  # a bad path stops the run here, before any model is loaded
+        except ValueError as err:
+            raise ValueError(f"`verifier`: {err}") from err
+        if self.step_rule is not None:
+            load_rule(self.step_rule, key="step_rule")
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ValueError(f"`max_prompts: {self.max_prompts}`: must be at least 1, or null for every prompt.")

@@ -1,0 +1,187 @@
+"""The multi-step task of the tiny world: chained additions, where every step can go wrong and search can help.
+
+    prompt  Add 7, 5, 9 and 3.
+    reply   7+5=12
+            12+9=21
+            21+3=24
+
+Each step adds the next number to the running total, one step per line (the lines are the steps of the value data,
+`alignment.value`), and the reply ends after the step that adds the last number. A chain has 3-5 steps (4-6
+numbers). The rule `final_answer_is_correct` checks only the final answer, as ReST-MCTS*'s oracle does: the number
+after the last `=` must be the sum of the prompt's numbers. `step_correctness` judges every step, for the initial
+value traces and for measuring a value model on steps.
+
+The numbers are 1-9 and the sums at most 54. The tiny policy of `recipes/tiny/rest_mcts/sft` (700 steps, about 3
+minutes on one core) still slips on some steps, mostly by adding the wrong number of the prompt, sometimes by
+misadding: on 100 held-out prompts its greedy chain ends on the right answer 0.60 of the time (after 600 steps 0.30,
+with 8 sampled chains holding a right one 0.70 of the time; after 1000 steps 0.88). With numbers 1-19 the same
+policy is right 0.14 of the time. The initial value traces err in the same two ways. Held-out prompts are chains
+that no training prompt has.
+
+    chain_prompt, chain_steps     one chain's prompt and its correct steps
+    chain_rows                    SFT chats (`{"messages"}`) whose assistant reply is the steps
+    value_rows                    initial value traces (ReST-MCTS* form, Q +1 while correct, -1 from the first error)
+    prompt_rows                   prompts to search over (`{"prompt"}`)
+    write_chain_data              all of them as train/test splits (`python -m tiny_world chains`)
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from tiny_world.build import write_jsonl_splits
+
+NUMBERS = range(1, 10)
+STEPS = (3, 5)  # inclusive range of steps per chain
+_NUMBER = re.compile(r"-?\d+")
+
+
+def chain_prompt(numbers: Sequence[int]) -> str:
+    """`Add 7, 5, 9 and 3.`"""
+    return f"Add {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}."
+
+
+def prompt_numbers(prompt: str | list[dict[str, str]]) -> list[int]:
+    """The numbers of a chain prompt (a string, or messages whose last user turn is the prompt)."""
+    text = prompt if isinstance(prompt, str) else [m for m in prompt if m["role"] == "user"][-1]["content"]
+    return [int(n) for n in _NUMBER.findall(text)]
+
+
+def chain_steps(numbers: Sequence[int]) -> list[str]:
+    """The correct steps: `total+next=new total`, one per number after the first."""
+    steps, total = [], numbers[0]
+    for number in numbers[1:]:
+        steps.append(f"{total}+{number}={total + number}")
+        total += number
+    return steps
+
+
+def _as_steps(steps_or_reply: str | Sequence[str]) -> list[str]:
+    lines = steps_or_reply.split("\n") if isinstance(steps_or_reply, str) else list(steps_or_reply)
+    return [line.strip() for line in lines if line.strip()]
+
+
+def final_answer_is_correct(prompt: str | list[dict[str, str]], steps_or_reply: str | Sequence[str]) -> bool:
+    """The rule: the number after the last `=` of the reply (a string, one step per line, or the list of steps) is
+    the sum of the prompt's numbers. Only the final answer counts, as for ReST-MCTS*'s oracle; the steps are judged
+    by `step_correctness`. Usable as `scripts/run_eval.py --rule tiny_world.chains:final_answer_is_correct`."""
+    steps = _as_steps(steps_or_reply)
+    if not steps or "=" not in steps[-1]:
+        return False
+    answer = steps[-1].rsplit("=", 1)[1].strip()
+    return answer.lstrip("-").isdigit() and int(answer) == sum(prompt_numbers(prompt))
+
+
+def step_correctness(prompt: str | list[dict[str, str]], steps: Sequence[str]) -> list[bool]:
+    """Per step, whether the trace is still correct after it: this step and every earlier one is exactly the
+    correct step (`chain_steps`: the numbers in the prompt's order), and the trace has not run past the last
+    number. Stricter than the rule, which accepts the numbers added in any order."""
+    correct = chain_steps(prompt_numbers(prompt))
+    result, still = [], True
+    for index, step in enumerate(steps):
+        still = still and index < len(correct) and step.strip() == correct[index]
+        result.append(still)
+    return result
+
+
+def random_numbers(rng: random.Random, steps: tuple[int, int] = STEPS) -> tuple[int, ...]:
+    """The numbers of one chain: `steps` gives the inclusive range of its step count."""
+    return tuple(rng.choice(NUMBERS) for _ in range(rng.randint(*steps) + 1))
+
+
+def split_chains(n_train: int, n_test: int, seed: int) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """Disjoint train and held-out chains (no held-out chain is a training chain), drawn with `seed`."""
+    rng = random.Random(seed)
+    test: list[tuple[int, ...]] = []
+    while len(test) < n_test:
+        chain = random_numbers(rng)
+        if chain not in test:
+            test.append(chain)
+    held_out, train = set(test), []
+    while len(train) < n_train:
+        chain = random_numbers(rng)
+        if chain not in held_out:
+            train.append(chain)
+    return train, test
+
+
+def chain_rows(chains: Sequence[Sequence[int]]) -> list[dict]:
+    """SFT chats: the prompt as the user turn, the correct steps (one per line) as the assistant reply."""
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": chain_prompt(numbers)},
+                {"role": "assistant", "content": "\n".join(chain_steps(numbers))},
+            ]
+        }
+        for numbers in chains
+    ]
+
+
+def erring_steps(numbers: Sequence[int], rng: random.Random, *, wrong_at: int | None) -> list[str]:
+    """The chain's steps with step `wrong_at` wrong (None: no error), in one of the two ways the tiny policy errs:
+    it adds a wrong number, or it misadds (the sum off by 1-3). Later steps go on correctly from the wrong total, as a
+    policy that slipped once would, so the final answer is wrong too.
+
+    The wrong number is one that the prompt does not still hold: adding a later number early is no error by the
+    final-answer rule (the policy can add the skipped one after it, and the sum is the same), so such a step is not
+    labelled -1 here.
+    """
+    steps, total = [], numbers[0]
+    for index, number in enumerate(numbers[1:]):
+        if index == wrong_at and rng.random() < 0.5:
+            number = rng.choice([n for n in NUMBERS if n not in numbers[index + 1 :]])
+            result = total + number
+        else:
+            result = total + number
+            if index == wrong_at:
+                result += rng.choice([-3, -2, -1, 1, 2, 3])
+        steps.append(f"{total}+{number}={result}")
+        total = result
+    return steps
+
+
+def value_rows(chains: Sequence[Sequence[int]], seed: int, *, error_rate: float = 0.6) -> list[dict]:
+    """Initial value traces in the ReST-MCTS* form: with probability `error_rate` one step (chosen uniformly) is
+    off, and Q is +1 while the trace is correct and -1 from its first wrong step on (a trace that went wrong cannot
+    recover), as `tiny_world.steps` writes them."""
+    rng = random.Random(seed)
+    rows = []
+    for numbers in chains:
+        wrong_at = rng.randrange(len(numbers) - 1) if rng.random() < error_rate else None
+        steps = erring_steps(numbers, rng, wrong_at=wrong_at)
+        q = [1.0 if wrong_at is None or index < wrong_at else -1.0 for index in range(len(steps))]
+        rows.append(
+            {
+                "prompt": chain_prompt(numbers),
+                "response": [{"step": step, "Q": value} for step, value in zip(steps, q, strict=True)],
+            }
+        )
+    return rows
+
+
+def prompt_rows(chains: Sequence[Sequence[int]]) -> list[dict]:
+    """Prompts to search over, one `{"prompt"}` row each (the form `alignment.evaluation.prompts_from_rows` reads)."""
+    return [{"prompt": chain_prompt(numbers)} for numbers in chains]
+
+
+def write_chain_data(output_dir: str | Path, *, seed: int = 0, num_train: int = 2000, num_test: int = 200) -> Path:
+    """Write under `output_dir`:
+
+        sft/       chats whose reply is the correct steps (train, test)
+        value/     initial value traces with per-step Q (train, test)
+        prompts/   the prompts alone: `train` to search for self-training data, `test` held out to measure search
+
+    `prompts/train` are the first 200 (at most) training chains and `prompts/test` the held-out ones.
+    """
+    output_dir = Path(output_dir)
+    train, test = split_chains(num_train, num_test, seed)
+    write_jsonl_splits(output_dir / "sft", {"train": chain_rows(train), "test": chain_rows(test)})
+    write_jsonl_splits(
+        output_dir / "value", {"train": value_rows(train, seed + 1), "test": value_rows(test, seed + 2)}
+    )
+    write_jsonl_splits(output_dir / "prompts", {"train": prompt_rows(train[:200]), "test": prompt_rows(test)})
+    return output_dir

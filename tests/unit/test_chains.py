@@ -1,0 +1,81 @@
+"""The chained-addition task of the tiny world (`tiny_world.chains`): prompts, steps, the rule, the writers."""
+
+import json
+
+from alignment.data import read_rows
+from alignment.evaluation import prompts_from_rows
+from alignment.value import to_trace, value_row_problem
+from tiny_world.chains import (
+    chain_prompt,
+    chain_rows,
+    chain_steps,
+    final_answer_is_correct,
+    prompt_numbers,
+    split_chains,
+    step_correctness,
+    value_rows,
+    write_chain_data,
+)
+
+
+def test_a_chain_adds_each_number_to_the_running_total():
+    assert chain_prompt((7, 5, 9, 3)) == "Add 7, 5, 9 and 3."
+    assert chain_steps((7, 5, 9, 3)) == ["7+5=12", "12+9=21", "21+3=24"]
+    assert prompt_numbers([{"role": "user", "content": "Add 7, 5, 9 and 3."}]) == [7, 5, 9, 3]
+
+
+def test_the_rule_judges_the_final_answer_only():
+    prompt = [{"role": "user", "content": "Add 7, 5, 9 and 3."}]
+    assert final_answer_is_correct(prompt, "7+5=12\n12+9=21\n21+3=24")
+    assert final_answer_is_correct(prompt, ["7+5=12", "12+9=21", "21+3=24"])
+    assert final_answer_is_correct("Add 7, 5, 9 and 3.", "7+5=13\n13+9=21\n21+3=24")  # a lucky answer passes
+    assert not final_answer_is_correct(prompt, "7+5=12\n12+9=21\n21+3=25")
+    assert not final_answer_is_correct(prompt, "")
+    assert not final_answer_is_correct(prompt, "7+5=12\n12+9=21\n21+3=")
+    assert not final_answer_is_correct(prompt, "the answer is 24")
+
+
+def test_step_correctness_stays_false_after_the_first_wrong_step():
+    prompt = "Add 7, 5, 9 and 3."
+    assert step_correctness(prompt, ["7+5=12", "12+9=21", "21+3=24"]) == [True, True, True]
+    assert step_correctness(prompt, ["7+5=13", "13+9=22", "22+3=25"]) == [False, False, False]
+    assert step_correctness(prompt, ["7+5=12", "12+9=22", "22+3=25"]) == [True, False, False]
+    assert step_correctness(prompt, ["7+5=12", "12+9=21", "21+3=24", "24+1=25"]) == [True, True, True, False]
+
+
+def test_held_out_chains_are_not_training_chains():
+    train, test = split_chains(500, 100, seed=0)
+    assert len(train) == 500 and len(set(test)) == 100
+    assert not set(train) & set(test)
+    assert all(4 <= len(chain) <= 6 and all(1 <= n <= 9 for n in chain) for chain in train + test)
+
+
+def test_sft_rows_reply_with_the_steps_one_per_line():
+    (row,) = chain_rows([(7, 5, 9, 3)])
+    assert row["messages"] == [
+        {"role": "user", "content": "Add 7, 5, 9 and 3."},
+        {"role": "assistant", "content": "7+5=12\n12+9=21\n21+3=24"},
+    ]
+
+
+def test_value_rows_are_rest_mcts_traces_that_go_wrong_for_good():
+    rows = value_rows(split_chains(300, 1, seed=0)[0], seed=1)
+    wrong = 0
+    for row in rows:
+        assert value_row_problem(row) is None
+        trace = to_trace(row)
+        correct = step_correctness(row["prompt"], trace.steps)
+        assert trace.q == [1.0 if c else -1.0 for c in correct]
+        assert trace.positive == all(correct) == final_answer_is_correct(row["prompt"], trace.steps)
+        wrong += not all(correct)
+    assert 0.45 < wrong / len(rows) < 0.75  # error_rate 0.6
+
+
+def test_write_chain_data_writes_every_split(tmp_path):
+    write_chain_data(tmp_path, num_train=50, num_test=10)
+    for folder in ("sft", "value", "prompts"):
+        assert {p.name for p in (tmp_path / folder).iterdir()} == {"train.jsonl", "test.jsonl"}
+    prompts = prompts_from_rows(read_rows(str(tmp_path / "prompts" / "test.jsonl")))
+    sft = [json.loads(line) for line in (tmp_path / "sft" / "test.jsonl").read_text().splitlines()]
+    assert prompts == [row["messages"][:1] for row in sft]
+    assert len(read_rows(str(tmp_path / "prompts" / "train.jsonl"))) == 50
