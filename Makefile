@@ -32,7 +32,7 @@ $(TINY)/seed-$(SEED): | $(INSTALLED)
 	touch $@
 
 demo: install $(TINY)/seed-$(SEED)
-	@echo "make demo: seed $(SEED) (the tiny world's data and weights, and every stage). Another: make clean demo SEED=1"
+	@echo "make demo: seed $(SEED) (the tiny world's data and weights, and every stage). Another seed: make clean demo SEED=<n>"
 	$(PY) scripts/run_pipeline.py recipes/tiny/pipeline.yaml --seed $(SEED)
 	$(PY) -m tiny_world evaluate outputs/tiny/sft --data $(TINY)/sft/test.jsonl --baseline $(TINY)/base
 	$(PY) scripts/run_eval.py --baseline outputs/tiny/sft --candidate outputs/tiny/dpo \
