@@ -47,6 +47,9 @@ class Runs:
     root: Path
     seed: int
     held_out: list = field(init=False)
+    # Runs this process already started, by stage and overrides: the dSFT run feeds a dozen others, and each check
+    # through the pipeline is a fresh interpreter importing the training stack only to say "nothing to do".
+    started: dict[tuple[str, ...], Path] = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         self.root.mkdir(parents=True, exist_ok=True)
@@ -65,8 +68,11 @@ class Runs:
         arguments = ["--model_name_or_path", str(model), "--dataset_mixer", json.dumps({str(self.world / data): 1.0})]
         arguments += ["--output_dir", str(output_dir), "--seed", str(self.seed), "--disable_tqdm", "true"]
         recipe = RECIPES / stage / "config.yaml"
-        run_pipeline(PipelineConfig(stages=[{"recipe": str(recipe), "overrides": [*arguments, *overrides]}]))
-        return output_dir
+        key = (stage, *arguments, *overrides)
+        if key not in self.started:
+            run_pipeline(PipelineConfig(stages=[{"recipe": str(recipe), "overrides": [*arguments, *overrides]}]))
+            self.started[key] = output_dir
+        return self.started[key]
 
     def cached(self, run: Path, measure) -> dict:
         """`measure(run)`, stored in the run's folder the first time."""
