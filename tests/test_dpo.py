@@ -39,27 +39,31 @@ def write_jsonl(path, rows):
 
 
 @pytest.fixture(scope="session")
-def teacher_sft_data(tiny_world):
-    """`sft_teacher/{train,test}.jsonl`: the tiny world's addition chats, 70% of answers with the style flaw."""
+def teacher_sft_data(tmp_path_factory):
+    """`sft_teacher/{train,test}.jsonl`: 2,000 of the tiny world's addition chats, 70% of answers with the style
+    flaw; smaller than the demo's (`tiny_world.build`), in a folder of its own so that the shared world is left as
+    built."""
     train_pairs, test_pairs = operand_pairs(0)
+    root = tmp_path_factory.mktemp("sft_teacher")
     write_jsonl(
-        tiny_world / "sft_teacher" / "train.jsonl",
+        root / "train.jsonl",
         with_style_flaw(arithmetic_rows(train_pairs, 2000, 0), TEACHER_FLAW_SHARE, 0),
     )
     write_jsonl(
-        tiny_world / "sft_teacher" / "test.jsonl",
+        root / "test.jsonl",
         with_style_flaw(arithmetic_rows(test_pairs, 200, 1), TEACHER_FLAW_SHARE, 1),
     )
-    return tiny_world / "sft_teacher"
+    return root
 
 
 @pytest.fixture(scope="session")
-def dpo_data(tiny_world):
+def dpo_data(tmp_path_factory):
     """`dpo/{train,test}.jsonl`: 2,000 training pairs, 200 held-out pairs, chosen clean, rejected flawed."""
     train_pairs, test_pairs = operand_pairs(0)
-    write_jsonl(tiny_world / "dpo" / "train.jsonl", preference_rows(train_pairs, 2000, 0, rejection="style_flaw"))
-    write_jsonl(tiny_world / "dpo" / "test.jsonl", preference_rows(test_pairs, 200, 1, rejection="style_flaw"))
-    return tiny_world / "dpo"
+    root = tmp_path_factory.mktemp("dpo")
+    write_jsonl(root / "train.jsonl", preference_rows(train_pairs, 2000, 0, rejection="style_flaw"))
+    write_jsonl(root / "test.jsonl", preference_rows(test_pairs, 200, 1, rejection="style_flaw"))
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +135,7 @@ def sft_greedy_shares(sft_model, dpo_data) -> tuple[float, float]:
     return greedy_shares(sft_model, dpo_data)
 
 
-# loss_type -> overrides of the tiny recipe (sigmoid + pref_ftx 1.0, beta 0.1, lr 3e-4, 30 steps of 32 pairs).
+# loss_type -> overrides of the tiny recipe (sigmoid + pref_ftx 1.0, beta 1.0, lr 3e-4, 30 steps of 32 pairs).
 # Measured on this fixture (200 held-out pairs), before -> after 30 steps:
 #   loss                             held-out rewards/accuracies   clean greedy share   rule-correct share
 #   sigmoid + pref_ftx 1.0           (dropped: rewards are 0) -> 1.00   0.00 -> 1.00          0.00 -> 0.06

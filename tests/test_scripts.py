@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alignment.data import read_rows
 from alignment.templates import load_chat_template
 from alignment.turns import IGNORE_INDEX
-from tiny_world import held_out_loss
+from tiny_world import NUM_TRAIN_ROWS, held_out_loss
 
 from .conftest import REPO, run
 
@@ -217,15 +217,15 @@ def test_inspect_reports_truncation_and_padding(tiny_world):
     full = run("-m", "alignment.inspect", TINY_SFT, "--json", *overrides)
     assert full.returncode == 0, full.stderr[-3000:]
     stats = json.loads(full.stdout)["splits"]["train"]
-    assert stats["examples"] == 2000 and stats["truncated"] == 0 and stats["lost_every_trained_token"] == 0
+    assert stats["examples"] == NUM_TRAIN_ROWS and stats["truncated"] == 0 and stats["lost_every_trained_token"] == 0
     assert 0.0 < stats["padding_fraction"] < 0.5
 
     # Every chat's final answer sits past token 20, so cutting there truncates every example and leaves some (those
     # whose greeting reply also starts past 20: the ones with a system prompt) with no trained token at all.
     short = json.loads(run("-m", "alignment.inspect", TINY_SFT, "--json", *overrides, "--max_length", "20").stdout)
     short_stats = short["splits"]["train"]
-    assert short_stats["truncated"] == 2000
-    assert 0 < short_stats["lost_every_trained_token"] < 2000
+    assert short_stats["truncated"] == NUM_TRAIN_ROWS
+    assert 0 < short_stats["lost_every_trained_token"] < NUM_TRAIN_ROWS
 
 
 def test_inspect_marks_exactly_the_assistant_turns(tiny_world):

@@ -33,7 +33,15 @@ from tiny_world.arithmetic import (
     with_style_flaw,
     wrong_answer,
 )
-from tiny_world.build import build_model, build_tiny_world, build_tokenizer, write_jsonl_splits, write_step_data
+from tiny_world.build import (
+    NUM_TRAIN_ROWS,
+    TEACHER_FLAW_SHARE,
+    build_model,
+    build_tiny_world,
+    build_tokenizer,
+    write_jsonl_splits,
+    write_step_data,
+)
 from tiny_world.chains import (
     chain_prompt,
     chain_rows,
@@ -48,7 +56,9 @@ from tiny_world.evaluation import arithmetic_accuracy, evaluate, held_out_loss
 from tiny_world.steps import addition_trace, step_rows
 
 __all__ = [
+    "NUM_TRAIN_ROWS",
     "STYLE_FLAW",
+    "TEACHER_FLAW_SHARE",
     "addition_trace",
     "answer_is_correct",
     "sum_is_correct",

@@ -90,12 +90,25 @@ def write_step_data(directory: str | Path, *, seed: int = 0, num_train: int = 20
     return write_jsonl_splits(directory, {"train": step_rows(num_train, seed), "test": step_rows(num_test, seed + 1)})
 
 
-def build_tiny_world(output_dir: str | Path, *, seed: int = 0, num_train: int = 2000, num_test: int = 200) -> Path:
+# The careless teacher's share of flawed answers. Greedy decoding keeps the flaw wherever it is the likelier ending:
+# at 0.7 (and 2,000 rows) one seed's dSFT model still answered 5.5% of held-out prompts clean; at 0.8 (and 8,000 rows)
+# none did on seeds 0-2.
+TEACHER_FLAW_SHARE = 0.8
+# Training rows of every stage: 8,000 chats cover nearly all 8,100 training operand pairs. With 2,000 the dSFT model
+# memorised a quarter of them (held-out sum-correct 0.925-0.98 over seeds 0-2, and dDPO cost up to 8 points of
+# it); with 8,000 it adds held-out pairs right 0.99-1.00 of the time, at the same steps.
+NUM_TRAIN_ROWS = 8000
+
+
+def build_tiny_world(
+    output_dir: str | Path, *, seed: int = 0, num_train: int = NUM_TRAIN_ROWS, num_test: int = 200
+) -> Path:
     """Write the tiny model and every stage's data under `output_dir`:
 
         base/          BPE tokenizer (zephyr template) + random tiny Llama
         sft/           clean addition chats
-        sft_teacher/   the same chats from a careless teacher: `STYLE_FLAW` on 70% of train answers (test clean);
+        sft_teacher/   the same chats from a careless teacher: `STYLE_FLAW` on `TEACHER_FLAW_SHARE` of train answers
+                       (test clean);
                        the dSFT data of the tiny pipeline, whose flaw dDPO must remove
         dpo/, rm/      preference pairs: the clean answer chosen, the flawed one rejected
         sft_chosen/    the DPO pairs' prompts with their chosen replies, as chats: one more SFT epoch on the
@@ -112,7 +125,8 @@ def build_tiny_world(output_dir: str | Path, *, seed: int = 0, num_train: int = 
     }
     write_jsonl_splits(output_dir / "sft", sft)
     write_jsonl_splits(
-        output_dir / "sft_teacher", {"train": with_style_flaw(sft["train"], 0.7, seed), "test": sft["test"]}
+        output_dir / "sft_teacher",
+        {"train": with_style_flaw(sft["train"], TEACHER_FLAW_SHARE, seed), "test": sft["test"]},
     )
     pairs = {
         stage: {
