@@ -24,7 +24,14 @@ from alignment.configs import ModelArguments
 from alignment.dpo import DPOConfig, PreferenceTrainer, load_reference_model, tokenize_preferences
 from alignment.model_utils import load_model
 from alignment.preferences import PairLengthGroupedSampler
-from tiny_world import answer_is_correct, arithmetic_rows, operand_pairs, preference_rows, with_style_flaw
+from tiny_world import (
+    answer_is_correct,
+    arithmetic_rows,
+    operand_pairs,
+    preference_rows,
+    with_style_flaw,
+    write_base,
+)
 
 from .conftest import REPO, run
 
@@ -39,20 +46,21 @@ def write_jsonl(path, rows):
 
 
 @pytest.fixture(scope="session")
-def teacher_sft_data(tmp_path_factory):
-    """`sft_teacher/{train,test}.jsonl`: 2,000 of the tiny world's addition chats, 70% of answers with the style
-    flaw; smaller than the demo's (`tiny_world.build`), in a folder of its own so that the shared world is left as
-    built."""
+def teacher_world(tmp_path_factory):
+    """A smaller world than the demo's (`tiny_world.build`), in a folder of its own: `sft_teacher/{train,test}.jsonl`,
+    2,000 of the addition chats with 70% of answers flawed, and `base/`, the tiny model over a tokenizer trained on
+    them. The thresholds below were measured on this world; the demo's (8,000 chats) orders token ids otherwise,
+    which is another initialisation, and after 300 SFT steps from that one 30 DPO steps left the flaw on 73-81% of
+    answers."""
     train_pairs, test_pairs = operand_pairs(0)
-    root = tmp_path_factory.mktemp("sft_teacher")
+    root = tmp_path_factory.mktemp("teacher_world")
+    train = arithmetic_rows(train_pairs, 2000, 0)
+    write_jsonl(root / "sft_teacher" / "train.jsonl", with_style_flaw(train, TEACHER_FLAW_SHARE, 0))
     write_jsonl(
-        root / "train.jsonl",
-        with_style_flaw(arithmetic_rows(train_pairs, 2000, 0), TEACHER_FLAW_SHARE, 0),
-    )
-    write_jsonl(
-        root / "test.jsonl",
+        root / "sft_teacher" / "test.jsonl",
         with_style_flaw(arithmetic_rows(test_pairs, 200, 1), TEACHER_FLAW_SHARE, 1),
     )
+    write_base(root / "base", train, seed=0)
     return root
 
 
@@ -67,7 +75,7 @@ def dpo_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sft_model(tiny_world, teacher_sft_data, tmp_path_factory):
+def sft_model(teacher_world, tmp_path_factory):
     """The model DPO starts from: the tiny base SFT'd on the teacher's chats, once per session, through
     `scripts/run_sft.py`. 300 steps is where it answers in the chat format, flaw included."""
     output_dir = tmp_path_factory.mktemp("sft_teacher")
@@ -75,9 +83,9 @@ def sft_model(tiny_world, teacher_sft_data, tmp_path_factory):
         "scripts/run_sft.py",
         "recipes/tiny/sft/config.yaml",
         "--model_name_or_path",
-        str(tiny_world / "base"),
+        str(teacher_world / "base"),
         "--dataset_mixer",
-        json.dumps({str(teacher_sft_data): 1.0}),
+        json.dumps({str(teacher_world / "sft_teacher"): 1.0}),
         "--output_dir",
         str(output_dir),
         "--max_steps",
@@ -138,7 +146,7 @@ def sft_greedy_shares(sft_model, dpo_data) -> tuple[float, float]:
 # loss_type -> overrides of the tiny recipe (sigmoid + pref_ftx 1.0, beta 1.0, lr 3e-4, 30 steps of 32 pairs).
 # Measured on this fixture (200 held-out pairs), before -> after 30 steps:
 #   loss                             held-out rewards/accuracies   clean greedy share   rule-correct share
-#   sigmoid + pref_ftx 1.0           (dropped: rewards are 0) -> 1.00   0.00 -> 1.00          0.00 -> 0.06
+#   sigmoid + pref_ftx 1.0           (dropped: rewards are 0) -> 1.00   0.00 -> 1.00          0.00 -> 0.015
 #   simpo (beta 2, gamma 0.5) + pref_ftx 1.0    0.00 -> 1.00        0.00 -> 1.00          0.00 -> 0.04
 #   orpo (beta = lambda = 1)         0.00 -> 1.00                  0.00 -> 1.00          0.00 -> 0.035
 # (The recipe's former lr 1e-3 with 16 pairs gave the same clean shares.) Earlier, on that recipe, the control:

@@ -39,6 +39,7 @@ from tiny_world.build import (
     build_model,
     build_tiny_world,
     build_tokenizer,
+    write_base,
     write_jsonl_splits,
     write_step_data,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "step_correctness",
     "step_rows",
     "value_rows",
+    "write_base",
     "with_style_flaw",
     "write_chain_data",
     "write_jsonl_splits",

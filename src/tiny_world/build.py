@@ -143,12 +143,21 @@ def build_tiny_world(
     write_jsonl_splits(output_dir / "sft_chosen", chosen)
     write_step_data(output_dir / "value", seed=seed)
 
-    corpus = [m["content"] for row in sft["train"] for m in row["messages"]]
+    write_base(output_dir / "base", sft["train"], seed=seed)
+    logger.info("Wrote the tiny world to %s", output_dir)
+    return output_dir
+
+
+def write_base(directory: str | Path, chats: list[dict], *, seed: int = 0) -> Path:
+    """Write the tiny base model to `directory`: a tokenizer trained on the text of `chats` (`{"messages"}` rows)
+    and a random tiny Llama over it. Token ids follow the corpus, so the same seed over other chats is another
+    initialisation."""
+    corpus = [m["content"] for row in chats for m in row["messages"]]
     tokenizer = build_tokenizer(corpus)
     model = build_model(tokenizer, seed=seed)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tokenizer.save_pretrained(output_dir / "base")
-    model.save_pretrained(output_dir / "base")
-    logger.info("Wrote the tiny world to %s (%d parameters)", output_dir, model.num_parameters())
-    return output_dir
+    tokenizer.save_pretrained(directory)
+    model.save_pretrained(directory)
+    logger.info("Wrote the tiny base model to %s (%d parameters)", directory, model.num_parameters())
+    return Path(directory)
