@@ -94,7 +94,8 @@ def write_step_data(directory: str | Path, *, seed: int = 0, num_train: int = 20
 # at 0.7 (and 2,000 rows) one seed's dSFT model still answered 5.5% of held-out prompts clean; at 0.8 (and 8,000 rows)
 # none did on seeds 0-2.
 TEACHER_FLAW_SHARE = 0.8
-# Training rows of every stage: 8,000 chats cover nearly all 8,100 training operand pairs. With 2,000 the dSFT model
+# Training rows of the SFT chats and the preference pairs (the value traces keep `write_step_data`'s 2,000): 8,000
+# chats cover nearly all 8,100 training operand pairs. With 2,000 the dSFT model
 # memorised a quarter of them (held-out sum-correct 0.925-0.98 over seeds 0-2, and dDPO cost up to 8 points of
 # it); with 8,000 it adds held-out pairs right 0.99-1.00 of the time, at the same steps.
 NUM_TRAIN_ROWS = 8000
