@@ -11,12 +11,19 @@ overridden, each stage the script a user types (`alignment.pipeline`, so a finis
 dSFT -> value model -> MCTS* over training prompts -> SFT on the verified traces + value training on the tree's
 targets. On the 200 held-out prompts (chains no training prompt has) it then runs `scripts/run_search.py`:
 
-* with the iteration-0 models, `greedy`, `best_of_n` (N = 8), `beam` (2 beams x 4 candidates) and `mcts` with a
-  token budget per prompt equal to what best-of-N spent on average; every row reports its own policy tokens and
-  value calls per prompt, so the comparison is at (about) equal compute;
+* with the iteration-0 models, `greedy`, `best_of_n` (N = 8), `beam` (2 beams x 8 candidates: about best-of-N's
+  tokens, since the policy's samples of one step are mostly duplicates) and `mcts` with a token budget per prompt
+  equal to what best-of-N spent on average; every row reports its own policy tokens and value calls per prompt, so
+  the comparison is at (about) equal compute;
+* the same three searches with the step rule as the value (`value_rule`, a perfect process verifier): the most a
+  value model could give each search on this policy;
+* 8 sampled traces per held-out prompt, each step labelled by the rule (the policy's own traces): their pass@8, and
+  how often the value model's highest-valued trace is right where a prompt's traces are mixed (against a pick at
+  random): its worth to best-of-N;
 * greedy with the policy before and after self-training, and `mcts` with both models after it;
 * the value model's AUROC (value vs step correctness) on the held-out value traces, before and after, pooled over
-  every step and among the steps of one depth (`auroc_by_depth`: what a search compares).
+  every step and among the steps of one depth (`auroc_by_depth`: what a search compares), and by depth on the
+  policy's own traces.
 
 Accuracy is the share of chosen traces whose final answer is right (`tiny_world.chains:final_answer_is_correct`).
 The tables give min / median / max over seeds; they replace their own section of `benchmarks/RESULTS.md` (`--output`)
@@ -43,11 +50,12 @@ from benchmarks.report import with_sections_replaced  # noqa: E402
 RECIPES = REPO_ROOT / "recipes" / "tiny" / "rest_mcts"
 SEARCH_SCRIPT = str(REPO_ROOT / "scripts" / "run_search.py")
 VERIFIER = "tiny_world.chains:final_answer_is_correct"
+STEP_RULE = "tiny_world.chains:step_correctness"
 # The held-out comparisons: name -> run_search.py overrides. `mcts` gets its budget from best_of_n's tokens.
 ALGORITHMS = {
     "greedy": ["--algorithm", "greedy"],
     "best_of_n": ["--algorithm", "best_of_n", "--num_samples", "8"],
-    "beam": ["--algorithm", "beam", "--beam_width", "2", "--num_candidates", "4"],
+    "beam": ["--algorithm", "beam", "--beam_width", "2", "--num_candidates", "8"],
     "mcts": ["--algorithm", "mcts", "--num_candidates", "4"],
 }
 TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions)"
@@ -65,7 +73,11 @@ class SeedRuns:
             build_tiny_world(self.world, seed=seed)
         if not (self.world / "chains" / "prompts" / "test.jsonl").is_file():
             write_chain_data(self.world / "chains", seed=seed)
-        self.seconds: dict[str, float] = {}
+        # Seconds of each stage this seed trained or searched, kept across calls (a reused run costs nothing again).
+        self.seconds_file = root / "stage_seconds.json"
+        self.seconds: dict[str, float] = (
+            json.loads(self.seconds_file.read_text()) if self.seconds_file.is_file() else {}
+        )
 
     def stage(self, name: str, recipe: str, overrides: list[str], script: str | None = None) -> Path:
         """`recipe` (under recipes/tiny/rest_mcts) as `root/name`, with the seed and `overrides`."""
@@ -77,17 +89,22 @@ class SeedRuns:
         (record,) = run_pipeline(PipelineConfig(stages=[stage]))
         if record["status"] == "trained":
             self.seconds[name] = record["seconds"]
+            self.seconds_file.write_text(json.dumps(self.seconds, indent=2))
         return output_dir
 
     def train(self, name: str, recipe: str, model: Path, *data: Path) -> Path:
         mixer = json.dumps({str(source): 1.0 for source in data})
         return self.stage(name, recipe, ["--model_name_or_path", str(model), "--dataset_mixer", mixer])
 
-    def search(self, name: str, policy: Path, value: Path, prompts: str, overrides: list[str]) -> dict:
-        """`scripts/run_search.py` on the world's `prompts` split; its summary."""
-        paths = ["--policy", str(policy), "--value_model", str(value), "--verifier", VERIFIER]
+    def search(
+        self, name: str, policy: Path, value: Path | None, prompts: str, overrides: list[str], recipe: str = ""
+    ) -> dict:
+        """`scripts/run_search.py` on the world's `prompts` split (with the search recipe of that split unless
+        `recipe` names another); its summary. `value` None: no value model (a `value_rule` in the overrides, or a
+        search that needs none)."""
+        paths = ["--policy", str(policy), "--value_model", str(value) if value else "null", "--verifier", VERIFIER]
         paths += ["--prompts", str(self.world / "chains" / "prompts" / f"{prompts}.jsonl")]
-        recipe = "search/config_train.yaml" if prompts == "train" else "search/config_test.yaml"
+        recipe = recipe or ("search/config_train.yaml" if prompts == "train" else "search/config_test.yaml")
         output_dir = self.stage(name, recipe, [*paths, *overrides], script=SEARCH_SCRIPT)
         return json.loads((output_dir / "summary.json").read_text())
 
@@ -107,7 +124,7 @@ class SeedRuns:
         sft1 = self.train("sft_iter1", "sft/config_iter1.yaml", sft0, chains / "sft", train_dir / "sft.jsonl")
         value1 = self.train("value_iter1", "value/config_iter1.yaml", value0, train_dir / "traces.jsonl")
         iteration = ("sft", "value", "search_train", "sft_iter1", "value_iter1")
-        iteration_s = sum(self.seconds.get(name, 0.0) for name in iteration)  # 0 for runs reused from an earlier call
+        iteration_s = sum(self.seconds[name] for name in iteration)
 
         held_out = {}
         for name in ("greedy", "best_of_n", "beam"):
@@ -123,9 +140,31 @@ class SeedRuns:
             "greedy": self.search("test_greedy_iter1", sft1, value1, "test", ALGORITHMS["greedy"]),
             "mcts": self.search("test_mcts_iter1", sft1, value1, "test", mcts),
         }
+        # The ceiling of each search: the step rule as a perfect process verifier in the value model's place.
+        rule = ["--value_rule", STEP_RULE]
+        ceiling = {
+            name: self.search(f"test_{name}_rule", sft0, None, "test", [*overrides, *rule])
+            for name, overrides in (
+                ("best_of_n", ALGORITHMS["best_of_n"]),
+                ("beam", ALGORITHMS["beam"]),
+                ("mcts", mcts),
+            )
+        }
+        # The policy's own held-out traces (8 samples a prompt, each step labelled by the rule): what a search asks
+        # the value model to rank.
+        samples = ["--step_rule", STEP_RULE]
+        self.search("test_samples", sft0, None, "test", samples, recipe="search/config_value_data.yaml")
+        own = read_rows(self.root / "test_samples" / "traces.jsonl")
         rows = read_rows(chains / "value" / "test.jsonl")
         figures = {
             "held_out": held_out,
+            "ceiling": ceiling,
+            "own_traces": {
+                "pass_at_8": pass_rate(own),
+                "auroc_by_depth": {"before": auroc_by_depth(value0, own), "after": auroc_by_depth(value1, own)},
+                "top_valued_right": {"before": top_valued_right(value0, own), "after": top_valued_right(value1, own)},
+                "random_right": top_valued_right(None, own),
+            },
             "after": after,
             "auroc": {"before": value_step_metrics(str(value0), rows)["auroc"]},
             "auroc_by_depth": {"before": auroc_by_depth(value0, rows)},
@@ -161,6 +200,42 @@ def auroc_by_depth(value_dir: Path, rows: list[dict]) -> float:
     return float(np.mean(scores))
 
 
+def outcomes_by_prompt(value_dir: Path | None, rows: list[dict]) -> list[list[tuple[float, bool]]]:
+    """Per prompt, (final value, final answer right) of each of its traces; the value is 0 without `value_dir`."""
+    from transformers import AutoTokenizer
+
+    from alignment.value import load_value_model, score_traces, to_trace
+    from tiny_world.chains import final_answer_is_correct
+
+    traces = [to_trace(row) for row in rows]
+    if value_dir is None:
+        finals = [0.0] * len(traces)
+    else:
+        model, tokenizer = load_value_model(value_dir), AutoTokenizer.from_pretrained(value_dir)
+        finals = [v[-1] for v in score_traces(model, tokenizer, [(t.prompt, t.steps) for t in traces])]
+    prompts: dict[str, list[tuple[float, bool]]] = {}
+    for row, trace, value in zip(rows, traces, finals, strict=True):
+        prompts.setdefault(json.dumps(row["prompt"]), []).append(
+            (value, final_answer_is_correct(row["prompt"], trace.steps))
+        )
+    return list(prompts.values())
+
+
+def pass_rate(rows: list[dict]) -> float:
+    """The share of prompts with at least one right trace among `rows` (the policy's samples: pass@N)."""
+    return statistics.fmean(any(right for _, right in o) for o in outcomes_by_prompt(None, rows))
+
+
+def top_valued_right(value_dir: Path | None, rows: list[dict]) -> float:
+    """Among the prompts whose distinct traces are mixed (some right, some wrong), the share whose highest-valued
+    trace is right: the value model's worth to best-of-N. Without `value_dir`, the share of right traces (a pick at
+    random)."""
+    mixed = [o for o in outcomes_by_prompt(value_dir, rows) if 0 < sum(right for _, right in o) < len(o)]
+    if value_dir is None:
+        return statistics.fmean(statistics.fmean(right for _, right in o) for o in mixed)
+    return statistics.fmean(max(o, key=lambda pair: pair[0])[1] for o in mixed)
+
+
 def spread(values: list[float], fmt: str) -> str:
     """`median (min-max)` over seeds, or the value alone for one seed."""
     if len(values) == 1:
@@ -168,27 +243,49 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
-def section(figures: dict[int, dict], command: str, minutes: float) -> str:
-    """The markdown section: the two tables and how they were made."""
+def section(figures: dict[int, dict], command: str) -> str:
+    """The markdown section: the two tables, the value model's worth on the policy's own traces, and how they were
+    made."""
     seeds = sorted(figures)
     per_seed = [figures[s] for s in seeds]
     lines = [
         TITLE,
         "",
-        f"`{command}` ({len(seeds)} seed{'s' * (len(seeds) > 1)}: {', '.join(map(str, seeds))}; {minutes:.0f} min "
-        f"on {os.cpu_count()} cores). Median (min-max) over seeds. Held-out: the 200 chains of "
+        f"`{command}` ({len(seeds)} seed{'s' * (len(seeds) > 1)}: {', '.join(map(str, seeds))}; every stage of a "
+        f"seed {spread([sum(f['stage_s'].values()) / 60 for f in per_seed], '{:.0f}')} min on {os.cpu_count()} "
+        "cores). Median (min-max) over seeds. Held-out: the 200 chains of "
         "`prompts/test.jsonl`, never trained on; accuracy = final answer right.",
         "",
-        "| search (iteration-0 models) | accuracy | policy tokens / prompt | value calls / prompt |",
-        "|---|---|---|---|",
+        "| search (iteration-0 models) | accuracy | policy tokens / prompt | value calls / prompt "
+        "| accuracy with the step rule as value (ceiling) | its policy tokens / prompt |",
+        "|---|---|---|---|---|---|",
     ]
     for name in ALGORITHMS:
         runs = [f["held_out"][name] for f in per_seed]
+        ceilings = [f["ceiling"][name] for f in per_seed if name in f["ceiling"]]
+        ceiling = (
+            f"{spread([r['accuracy'] for r in ceilings], '{:.3f}')} "
+            f"| {spread([r['generated_tokens_per_prompt'] for r in ceilings], '{:.0f}')}"
+            if ceilings
+            else "- | -"
+        )
         lines.append(
             f"| {name} | {spread([r['accuracy'] for r in runs], '{:.3f}')} "
             f"| {spread([r['generated_tokens_per_prompt'] for r in runs], '{:.0f}')} "
-            f"| {spread([r['value_calls_per_prompt'] for r in runs], '{:.1f}')} |"
+            f"| {spread([r['value_calls_per_prompt'] for r in runs], '{:.1f}')} | {ceiling} |"
         )
+    own = [f["own_traces"] for f in per_seed]
+    lines += [
+        "",
+        "The policy's own held-out traces (8 sampled per prompt, pass@8 "
+        f"{spread([o['pass_at_8'] for o in own], '{:.3f}')}): on the prompts whose traces are mixed, the "
+        "highest-valued trace is right "
+        f"{spread([o['top_valued_right']['before'] for o in own], '{:.3f}')} of the time (after self-training "
+        f"{spread([o['top_valued_right']['after'] for o in own], '{:.3f}')}), against "
+        f"{spread([o['random_right'] for o in own], '{:.3f}')} for a trace picked at random; the value's AUROC among "
+        f"the steps of one depth there is {spread([o['auroc_by_depth']['before'] for o in own], '{:.3f}')} "
+        f"(after {spread([o['auroc_by_depth']['after'] for o in own], '{:.3f}')}).",
+    ]
     lines += [
         "",
         "| one self-training iteration | before | after |",
@@ -229,7 +326,7 @@ def main() -> None:
     figures = {seed: SeedRuns(Path(args.work_dir) / f"seed{seed}", seed).figures() for seed in args.seeds}
     minutes = (time.perf_counter() - start) / 60
     command = f"python benchmarks/search.py --seeds {' '.join(map(str, args.seeds))}"
-    text = section(figures, command, minutes)
+    text = section(figures, command)
     output = Path(args.output)
     output.write_text(with_sections_replaced(output.read_text() if output.is_file() else None, [text]))
     print(text)

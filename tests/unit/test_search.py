@@ -16,6 +16,8 @@ from alignment.search import (
     LMPolicy,
     Node,
     Proposal,
+    RuleScorer,
+    SearchArguments,
     SearchConfig,
     backup,
     beam,
@@ -24,6 +26,8 @@ from alignment.search import (
     mcts,
     uct_child,
 )
+from alignment.search.run import load_search_models
+from tiny_world.chains import step_correctness
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = [{"role": "user", "content": "Add 2, 3 and 4."}]
@@ -171,6 +175,38 @@ def test_a_blank_step_ends_the_trace_and_a_step_limit_makes_it_terminal():
 def test_searches_that_rank_by_value_need_a_value_model():
     with pytest.raises(ValueError, match="needs a value model"):
         beam(PROMPT, ScriptedPolicy(), None, SearchConfig(algorithm="beam"))
+
+
+def test_a_step_rule_values_each_trace_by_its_last_step_and_guides_beam_to_the_right_chain():
+    scorer = RuleScorer(step_correctness)
+    traces = [["2+3=5"], ["2+3=6"], ["2+3=5", "5+4=9"], ["2+3=5", "5+4=9", "9+1=10"]]
+    assert scorer.score(PROMPT, traces) == ([1.0, -1.0, 1.0, -1.0], 0)
+    config = SearchConfig(algorithm="beam", beam_width=1, num_candidates=2)
+    assert beam(PROMPT, ScriptedPolicy(), scorer, config).chosen.steps == ["2+3=5", "5+4=9"]
+
+
+def test_a_value_rule_takes_the_value_models_place(tiny_world, tmp_path):
+    args = SearchArguments(
+        policy=str(tiny_world / "base"),
+        prompts="p.jsonl",
+        verifier="tiny_world.chains:final_answer_is_correct",
+        output_dir=str(tmp_path),
+        value_rule="tiny_world.chains:step_correctness",
+    )
+    _, scorer = load_search_models(args, SearchConfig(algorithm="beam"))
+    assert isinstance(scorer, RuleScorer) and scorer.rule is step_correctness
+
+
+def test_value_rule_and_value_model_are_exclusive(tmp_path):
+    with pytest.raises(ValueError, match="set one"):
+        SearchArguments(
+            policy="p",
+            prompts="p.jsonl",
+            verifier="tiny_world.chains:final_answer_is_correct",
+            output_dir=str(tmp_path),
+            value_model="v",
+            value_rule="tiny_world.chains:step_correctness",
+        )
 
 
 @pytest.mark.parametrize(

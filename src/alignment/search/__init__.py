@@ -23,7 +23,16 @@ from alignment.search.algorithms import (
     uct_child,
 )
 from alignment.search.config import ALGORITHMS, SearchArguments, SearchConfig
-from alignment.search.policy import LMPolicy, Proposal, StepPolicy, StepScorer, ValueScorer, newline_token_ids
+from alignment.search.policy import (
+    LMPolicy,
+    Proposal,
+    RuleScorer,
+    StepPolicy,
+    StepRule,
+    StepScorer,
+    ValueScorer,
+    newline_token_ids,
+)
 from alignment.search.run import RECIPE_DATACLASSES, SearchOutput, prompt_outputs, run_search, summarize
 from alignment.search.targets import q_of_value, reasoning_distances, value_targets
 
@@ -39,6 +48,8 @@ __all__ = [
     "SearchOutput",
     "SearchResult",
     "StepPolicy",
+    "RuleScorer",
+    "StepRule",
     "StepScorer",
     "ValueScorer",
     "backup",

@@ -115,8 +115,19 @@ class SearchArguments:
     value_model: str | None = field(
         default=None,
         metadata={
-            "help": "The value model (`scripts/run_value.py` output); needed by `beam` and `mcts`, and by "
-            "`best_of_n` to rank its samples (without one it keeps its first finished sample: plain sampling)."
+            "help": "The value model (`scripts/run_value.py` output); `beam` and `mcts` need it or a `value_rule`, "
+            "and `best_of_n` ranks its samples by it (without either it keeps its first finished sample: plain "
+            "sampling)."
+        },
+    )
+    value_rule: str | None = field(
+        default=None,
+        metadata={
+            "help": "A step rule used as the value instead of a value model, `package.module:function` called "
+            "`(prompt_messages, steps)` and returning one bool per step: the value of a trace is +1 while the rule "
+            "holds at its last step, -1 otherwise (a perfect process verifier where steps can be checked, e.g. "
+            "`tiny_world.chains:step_correctness`; `benchmarks/search.py` uses it for the ceiling of each search). "
+            "Exclusive with `value_model`."
         },
     )
     step_rule: str | None = field(
@@ -147,7 +158,13 @@ class SearchArguments:
             load_rule(self.verifier)  # a bad path stops the run here, before any model is loaded
         except ValueError as err:
             raise ValueError(f"`verifier`: {err}") from err
-        if self.step_rule is not None:
-            load_rule(self.step_rule, key="step_rule")
+        for key in ("value_rule", "step_rule"):
+            if getattr(self, key) is not None:
+                load_rule(getattr(self, key), key=key)
+        if self.value_rule is not None and self.value_model is not None:
+            raise ValueError(
+                f"`value_rule: {self.value_rule}` and `value_model: {self.value_model}`: set one, the value of a "
+                "search comes from one of them."
+            )
         if self.max_prompts is not None and self.max_prompts < 1:
             raise ValueError(f"`max_prompts: {self.max_prompts}`: must be at least 1, or null for every prompt.")

@@ -8,14 +8,15 @@ before it, and the trace is finished), or `max_step_tokens`. Generation is batch
 (its KV cache, left padding, `num_return_sequences` samples of every prefix in one call), and every generated token
 is counted, the stop token included, whether the step is kept, merged with a duplicate or empty.
 
-`LMPolicy` and `ValueScorer` are the real models; a search takes anything with their `propose` / `score` methods
-(`StepPolicy`, `StepScorer`), so the tests drive the searches with scripted stubs whose right answer is known.
+`LMPolicy` and `ValueScorer` are the real models, `RuleScorer` a step rule in the value model's place; a search
+takes anything with their `propose` / `score` methods (`StepPolicy`, `StepScorer`), so the tests drive the searches
+with scripted stubs whose right answer is known.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +28,7 @@ from alignment.value import ValueModel, encode_steps, score_traces
 logger = logging.getLogger(__name__)
 
 Prompt = list[dict[str, str]]
+StepRule = Callable[[Prompt, list[str]], Sequence[bool]]  # whether each step of a trace is right
 
 
 @dataclass(frozen=True)
@@ -150,3 +152,15 @@ class ValueScorer:
         )
         tokens = sum(len(encode_steps(self.tokenizer, prompt, list(steps))[0]) for steps in traces)
         return [trace_values[-1] for trace_values in values], tokens
+
+
+class RuleScorer:
+    """A step rule as a `StepScorer`: +1 when the rule holds at a trace's last step, -1 when it does not. Where steps
+    can be checked (the tiny world's chains), this is a perfect process verifier: a search guided by it shows the
+    most that a value model could give that search. It reads no tokens."""
+
+    def __init__(self, rule: StepRule):
+        self.rule = rule
+
+    def score(self, prompt: Prompt, traces: Sequence[Sequence[str]]) -> tuple[list[float], int]:
+        return [1.0 if self.rule(prompt, list(steps))[-1] else -1.0 for steps in traces], 0

@@ -27,7 +27,6 @@ import logging
 import os
 import random
 import statistics
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from alignment.reliability import (
 from alignment.run_utils import resolved_config
 from alignment.search.algorithms import Node, SearchResult, search
 from alignment.search.config import SearchArguments, SearchConfig
-from alignment.search.policy import LMPolicy, Prompt, ValueScorer
+from alignment.search.policy import LMPolicy, Prompt, RuleScorer, StepRule, StepScorer, ValueScorer
 from alignment.search.targets import q_of_value, value_targets
 from alignment.value import load_value_model
 
@@ -60,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 RECIPE_DATACLASSES = (SearchArguments, SearchConfig)
 OUTPUT_FILES = ("traces.jsonl", "sft.jsonl", "progress.jsonl", "summary.json")
-StepRule = Callable[[Prompt, list[str]], Sequence[bool]]  # `step_rule`: whether each step of a trace is right
 
 
 def reply_of(steps: list[str]) -> str:
@@ -124,13 +122,16 @@ def _value_prompt(prompt: Prompt) -> str | Prompt:
     return prompt
 
 
-def load_search_models(args: SearchArguments, config: SearchConfig) -> tuple[LMPolicy, ValueScorer | None]:
-    """The policy (with its tokenizer and generation config) and, unless the search is greedy, the value model."""
+def load_search_models(args: SearchArguments, config: SearchConfig) -> tuple[LMPolicy, StepScorer | None]:
+    """The policy (with its tokenizer and generation config) and what values its steps: the value model, the
+    `value_rule`, or neither (greedy, or best-of-N as plain sampling)."""
     tokenizer = AutoTokenizer.from_pretrained(args.policy)
     model = load_model(ModelArguments(model_name_or_path=args.policy, dtype="float32"))
     policy = LMPolicy(
         model, tokenizer, max_step_tokens=config.max_step_tokens, temperature=config.temperature, top_p=config.top_p
     )
+    if args.value_rule is not None:
+        return policy, RuleScorer(load_rule(args.value_rule, key="value_rule"))
     if args.value_model is None:
         return policy, None
     scorer = ValueScorer(
@@ -230,8 +231,10 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     args, config = RecipeParser(RECIPE_DATACLASSES).parse(argv)
-    if args.value_model is None and config.algorithm in ("beam", "mcts"):
-        raise RecipeError(f"`algorithm: {config.algorithm}` ranks steps by value: set `value_model`.")
+    if args.value_model is None and args.value_rule is None and config.algorithm in ("beam", "mcts"):
+        raise RecipeError(
+            f"`algorithm: {config.algorithm}` ranks steps by value: set `value_model` (or `value_rule`)."
+        )
     for key in ("policy", "prompts", "value_model"):
         path = getattr(args, key)
         if path is not None and not Path(path).exists():
