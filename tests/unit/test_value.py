@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from alignment.configs import DataArguments, ModelArguments
 from alignment.data import InvalidRowError, load_mixture
-from alignment.parser import RecipeParser
+from alignment.parser import RecipeError, RecipeParser
 from alignment.templates import render_prompt
 from alignment.turns import IGNORE_INDEX
 from alignment.value import (
@@ -24,7 +24,12 @@ from alignment.value import (
     ValueModel,
     ValueTrainer,
     auroc,
+    build_value_model,
     joint_loss,
+    load_value_model,
+    running_min_log_likelihood,
+    save_value_model,
+    score_traces,
     to_trace,
     tokenize_trace,
     tokenize_traces,
@@ -138,6 +143,10 @@ def test_positive_trace_trains_the_steps_and_never_the_prompt(tiny_tokenizer):
     assert tiny_tokenizer.decode(ids[start:]) == "3+4=7\n7+5=12\n12+2=14\n"
     with_prompt = tokenize_trace(tiny_tokenizer, to_trace(row), max_length=None, train_on_prompt=True)
     assert with_prompt["labels"] == ids
+    # The response mask marks the steps' tokens, in positive and negative traces alike.
+    assert encoded["response_mask"] == [0] * start + [1] * (len(ids) - start)
+    negative = tokenize_trace(tiny_tokenizer, to_trace(REST_ROW), max_length=None)
+    assert negative["response_mask"] == encoded["response_mask"]
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -158,6 +167,7 @@ def test_collator_pads_q_exactly_like_labels(tiny_tokenizer, side):
     assert batch["input_ids"][0, real].tolist() == short["input_ids"]
     assert batch["labels"][0, real].tolist() == short["labels"]
     assert batch["attention_mask"][0].tolist() == [1 if real.start <= i < real.stop else 0 for i in range(width)]
+    assert batch["response_mask"][0, real].tolist() == short["response_mask"]
     padded = [i for i in range(width) if not real.start <= i < real.stop]
     assert all(batch["Q"][0, i] == Q_IGNORE and batch["labels"][0, i] == IGNORE_INDEX for i in padded)
     assert all(batch["input_ids"][0, i] == tiny_tokenizer.pad_token_id for i in padded)
@@ -172,13 +182,13 @@ def test_truncation_drops_cut_steps_and_counts_them(tiny_tokenizer):
     assert q_positions(kept["Q"]) == ends[:2] and kept["steps_kept"] == 2 and kept["truncated"]
     lost = tokenize_trace(tiny_tokenizer, to_trace(REST_ROW), max_length=ends[1])
     assert q_positions(lost["Q"]) == ends[:1] and lost["steps_kept"] == 1
-    assert len(lost["input_ids"]) == len(lost["labels"]) == len(lost["Q"]) == ends[1]
+    assert len(lost["input_ids"]) == len(lost["labels"]) == len(lost["Q"]) == len(lost["response_mask"]) == ends[1]
 
     # A prompt longer than max_length leaves nothing to learn: the row is dropped and counted.
     rows = Dataset.from_list([REST_ROW, {**REST_ROW, "prompt": "Add " + ", ".join(["3"] * 40) + " and 4."}])
     dataset, report = tokenize_traces(rows, tiny_tokenizer, max_length=ends[1])
     assert (report.examples, report.truncated, report.steps, report.steps_lost, report.dropped) == (2, 2, 6, 5, 1)
-    assert dataset.column_names == ["input_ids", "labels", "Q"] and len(dataset) == 1
+    assert dataset.column_names == ["input_ids", "labels", "Q", "response_mask"] and len(dataset) == 1
     assert report.metrics("train")["train_steps_lost_to_truncation"] == 5
 
 
@@ -245,6 +255,52 @@ def test_value_head_stays_fp32_under_a_bf16_body_and_autocast():
     expected = torch.tanh(hidden.float() @ head.weight.T + head.bias).squeeze(-1)
     assert torch.allclose(values, expected)
     assert (values.abs() < 1).all()
+
+
+def test_running_min_log_likelihood_matches_a_hand_computation():
+    # Vocabulary of 2; the logits at position t predict token t + 1. log p = x - logsumexp([x, y]).
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [0.0, 0.0]]])
+    input_ids = torch.tensor([[0, 1, 0, 0, 1]])
+    response = torch.tensor([[0, 0, 1, 1, 1]])
+    # Tokens 0-1 are the prompt and count 0. Token 2 (id 0) is predicted by [2, 0], token 3 (id 0) by [0, 3] and
+    # token 4 (id 1) by [1, 1].
+    token_2 = 2 - math.log(math.exp(2) + 1)
+    token_3 = -math.log(1 + math.exp(3))
+    token_4 = -math.log(2)
+    expected = [0.0, 0.0, token_2, min(token_2, token_3), min(token_2, token_3, token_4)]
+    got = running_min_log_likelihood(logits, input_ids, response)[0].tolist()
+    assert got == pytest.approx(expected)
+
+
+def test_a_head_that_reads_the_likelihood_adds_it_and_saves_and_loads_it(tiny_world, tiny_tokenizer, tmp_path):
+    body = AutoModelForCausalLM.from_pretrained(tiny_world / "base")
+    model = ValueModel(body, ValueHead(128, reads_likelihood=True))
+    with torch.no_grad():
+        model.value_head.likelihood_weight.fill_(0.5)
+    ids = torch.tensor([tokenize_trace(tiny_tokenizer, to_trace(REST_ROW), max_length=None)["input_ids"]])
+    response = torch.tensor([tokenize_trace(tiny_tokenizer, to_trace(REST_ROW), max_length=None)["response_mask"]])
+    out = model(ids, response_mask=response)
+    hidden = body(ids, output_hidden_states=True).hidden_states[-1]
+    plain = hidden @ model.value_head.weight.T + model.value_head.bias
+    likelihood = running_min_log_likelihood(out["logits"], ids, response)
+    assert torch.allclose(out["values"], torch.tanh(plain.squeeze(-1) + 0.5 * likelihood), atol=1e-5)
+    with pytest.raises(ValueError, match="pass response_mask"):
+        model(ids)
+
+    save_value_model(model, tmp_path / "saved")
+    tiny_tokenizer.save_pretrained(tmp_path / "saved")
+    assert set(load_file(tmp_path / "saved" / VALUE_HEAD_NAME)) == {"weight", "bias", "likelihood_weight"}
+    loaded = load_value_model(tmp_path / "saved")
+    assert loaded.value_head.reads_likelihood and loaded.value_head.likelihood_weight.item() == 0.5
+    # Scoring passes the response mask: the values read are those of the forward pass at each step's end.
+    ends = q_positions(tokenize_trace(tiny_tokenizer, to_trace(REST_ROW), max_length=None)["Q"])
+    scored = score_traces(loaded, tiny_tokenizer, [(PROMPT, STEPS)])[0]
+    assert scored == pytest.approx(out["values"][0, ends].tolist(), abs=1e-5)
+
+    # Continuing a head with a recipe that says otherwise is refused, naming the key and the fix.
+    args = config(tmp_path / "run", value_reads_likelihood=False)
+    with pytest.raises(RecipeError, match="`value_reads_likelihood: false`.*set it to true"):
+        build_value_model(ModelArguments(model_name_or_path=str(tmp_path / "saved")), args, tiny_tokenizer)
 
 
 def test_save_writes_the_gathered_state_dict_not_the_live_parameters(tiny_world, tiny_tokenizer, tmp_path):

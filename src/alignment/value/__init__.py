@@ -64,8 +64,12 @@ The ignore value is -100.0 rather than a recipe knob because the Trainer pads pr
 gathers evaluation batches across steps and processes: any other value would turn that padding into Q targets.
 
 Model (`ValueModel`): the causal LM (`body`, full or PEFT-wrapped) and `ValueHead`, a linear map of the last hidden
-state to one scalar passed through tanh, computed in fp32 whatever the body's dtype. Position ids are derived from
-the attention mask, so left and right padding give the same values.
+state to one scalar passed through tanh, computed in fp32 whatever the body's dtype. With `value_reads_likelihood`
+the head adds `a * m`, `m` being the body's lowest token log-likelihood over the response so far
+(`running_min_log_likelihood`; `response_mask` marks the response's tokens): a step is wrong where its tokens are not
+the right step's, which the LM computes as it predicts them, while a small body cannot compute that check again at
+the step's last token (on the tiny world the head alone stays near chance on the policy's own traces). Position ids
+are derived from the attention mask, so left and right padding give the same values.
 
 Loss (`joint_loss`): `sft_loss + value_loss_weight * value_loss`. `sft_loss` is the mean next-token cross-entropy over
 the label tokens, and 0 (not NaN) when there are none (a batch of negative traces). `value_loss` is the squared error
@@ -73,7 +77,8 @@ the label tokens, and 0 (not NaN) when there are none (a batch of negative trace
 whole optimizer step, every micro-batch of every process (the authors' LLaMA-Factory code averaged micro-batch
 means instead): one process with batch 8 and two with batch 4 then compute the same loss and the same gradient.
 
-Saving: `value_head.safetensors` (fp32, keys `weight` and `bias`) is written beside the full model or the LoRA
+Saving: `value_head.safetensors` (fp32, keys `weight` and `bias`, and `likelihood_weight` for a head that reads the
+likelihood) is written beside the full model or the LoRA
 adapter, by `save_value_model`, in every checkpoint and in the final output. The trainer saves from the state dict
 the Trainer gathers (under DeepSpeed ZeRO-3, `accelerator.get_state_dict` consolidates the shards on rank 0), never
 from the live, possibly partitioned, parameters. `load_value_model(path)` reloads either kind in one call.
@@ -95,6 +100,7 @@ from alignment.value.modeling import (
     build_value_model,
     load_value_head,
     load_value_model,
+    running_min_log_likelihood,
     save_value_model,
 )
 from alignment.value.rows import (
@@ -134,6 +140,7 @@ __all__ = [
     "joint_loss",
     "load_value_head",
     "load_value_model",
+    "running_min_log_likelihood",
     "save_value_model",
     "score_steps",
     "score_traces",

@@ -31,6 +31,14 @@ class ValueConfig(StageTrainingArguments, TrainingArguments):
         default=1.0,
         metadata={"help": "Loss = sft_loss + value_loss_weight * value_loss. Must be > 0 (0 would be plain SFT)."},
     )
+    value_reads_likelihood: bool = field(
+        default=False,
+        metadata={
+            "help": "Give the value head a second input: the body's lowest token log-likelihood over the response so "
+            "far (`alignment.value.ValueHead`). For bodies too small to re-check a step at its last token (the tiny "
+            "world's); it costs the vocabulary projection at every position when scoring."
+        },
+    )
     padding_side: Literal["left", "right"] = field(
         default="left",
         metadata={

@@ -1,6 +1,7 @@
-"""The value model: `ValueHead` on a causal LM's last hidden state, `ValueModel` (body plus head), and how one is
-built for training (`build_value_model`), saved (`save_value_model`: `value_head.safetensors` beside the body) and
-loaded back (`load_value_model`)."""
+"""The value model: `ValueHead` on a causal LM's last hidden state (and, optionally, on the LM's own likelihood of
+the response so far, `running_min_log_likelihood`), `ValueModel` (body plus head), and how one is built for training
+(`build_value_model`), saved (`save_value_model`: `value_head.safetensors` beside the body) and loaded back
+(`load_value_model`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from trl import get_peft_config
 
 from alignment.configs import ModelArguments
 from alignment.model_utils import load_model, match_embeddings_to_tokenizer
+from alignment.parser import RecipeError
 from alignment.value.config import ValueConfig, is_zero3
 
 logger = logging.getLogger(__name__)
@@ -27,33 +29,72 @@ VALUE_HEAD_NAME = "value_head.safetensors"
 PICKLED_VALUE_HEAD_NAME = "value_head.pth"
 
 
+def running_min_log_likelihood(
+    logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
+    """Per position t, the lowest `log p(x_s | x_<s)` over the response tokens s <= t (0 before the response), in fp32.
+
+    `logits` are the body's next-token logits for `input_ids`; `response_mask` is 1 on the response's tokens (the
+    steps), 0 on the prompt and padding. The minimum runs over every step so far, so one unlikely token marks the
+    rest of the trace, as a wrong step marks the rest of a ReST-MCTS* trace.
+    """
+    logits = logits[:, :-1].float()
+    token_log_likelihood = logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    token_log_likelihood = F.pad(token_log_likelihood, (1, 0))  # the first token has no prediction
+    token_log_likelihood = torch.where(response_mask.bool(), token_log_likelihood, 0.0)
+    return torch.cummin(token_log_likelihood, dim=-1).values
+
+
 class ValueHead(nn.Module):
-    """`tanh(w . h + b)` on the last hidden state `h`, computed in fp32 with autocast off.
+    """`tanh(w . h + b)` on the last hidden state `h`, computed in fp32 with autocast off; with `reads_likelihood`,
+    `tanh(w . h + b + a * m)`, where `m` is the body's `running_min_log_likelihood` of the response so far.
+
+    Why the second input: a step is wrong where its tokens are not what the right step's would be, and the LM computes
+    exactly that when it predicts each token; at the step's last token, where the value is read, a body must compute
+    the check over again. A small body (the tiny world's 4 or 8 layers) cannot: its head-only value stays near
+    chance on the policy's own traces while its LM's likelihood ranks them well (`benchmarks/RESULTS.md`).
 
     Its parameters are direct (no inner `nn.Linear`), so DeepSpeed ZeRO-3's hook on this module gathers them before
     `forward` reads them.
     """
 
-    def __init__(self, hidden_size: int, dtype: torch.dtype = torch.float32, seed: int = 0):
+    def __init__(
+        self, hidden_size: int, dtype: torch.dtype = torch.float32, seed: int = 0, reads_likelihood: bool = False
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(1, hidden_size, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(1, dtype=dtype))
+        # Starts at 0: a new head with the likelihood input begins exactly as the head without it.
+        self.likelihood_weight = nn.Parameter(torch.zeros(1, dtype=dtype)) if reads_likelihood else None
         # Scaled so that the initial values have unit-order spread on unit-variance hidden states (as reward heads).
         # Drawn from its own seeded generator: the global one's state depends on how the body was loaded (one
         # process, DDP, ZeRO-3 init), and the head must start the same in every layout.
         generator = torch.Generator().manual_seed(seed)
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(hidden_size + 1), generator=generator)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    @property
+    def reads_likelihood(self) -> bool:
+        """Whether the head adds the LM's likelihood term (its state then has `likelihood_weight`)."""
+        return self.likelihood_weight is not None
+
+    def forward(self, hidden_states: torch.Tensor, likelihood: torch.Tensor | None = None) -> torch.Tensor:
+        if self.reads_likelihood != (likelihood is not None):
+            raise ValueError(
+                "This value head "
+                + ("reads the LM's likelihood and needs it" if self.reads_likelihood else "takes no likelihood")
+            )
         with torch.autocast(device_type=hidden_states.device.type, enabled=False):
-            scores = F.linear(hidden_states.float(), self.weight.float(), self.bias.float())
-        return torch.tanh(scores).squeeze(-1)
+            scores = F.linear(hidden_states.float(), self.weight.float(), self.bias.float()).squeeze(-1)
+            if likelihood is not None:
+                scores = scores + self.likelihood_weight.float() * likelihood.float()
+        return torch.tanh(scores)
 
 
 class ValueModel(nn.Module):
     """A causal LM (`body`: a `PreTrainedModel` or a PEFT model) and its `value_head`.
 
-    `forward` returns `{"logits", "values"}`: next-token logits and one value in (-1, 1) per position.
+    `forward` returns `{"logits", "values"}`: next-token logits and one value in (-1, 1) per position. A head that
+    reads the likelihood needs `response_mask` (1 on the response's tokens), and the logits of every position.
     """
 
     def __init__(self, body: nn.Module, value_head: ValueHead):
@@ -62,10 +103,17 @@ class ValueModel(nn.Module):
         self.value_head = value_head
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, values_only: bool = False
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        response_mask: torch.Tensor | None = None,
+        values_only: bool = False,
     ) -> dict[str, torch.Tensor]:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        reads_likelihood = self.value_head.reads_likelihood
+        if reads_likelihood and response_mask is None:
+            raise ValueError("This value model's head reads the LM's likelihood of the response: pass response_mask.")
         # Positions count real tokens only, so a left-padded row sees the positions it would see unpadded.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         outputs = self.body(
@@ -74,10 +122,15 @@ class ValueModel(nn.Module):
             position_ids=position_ids,
             output_hidden_states=True,
             use_cache=False,
-            # Scoring needs no vocabulary projection beyond one position.
-            **({"logits_to_keep": 1} if values_only else {}),
+            # Scoring needs no vocabulary projection beyond one position, unless the head reads the likelihood.
+            **({"logits_to_keep": 1} if values_only and not reads_likelihood else {}),
         )
-        return {"logits": outputs.logits, "values": self.value_head(outputs.hidden_states[-1])}
+        likelihood = (
+            running_min_log_likelihood(outputs.logits, input_ids, response_mask * attention_mask)
+            if reads_likelihood
+            else None
+        )
+        return {"logits": outputs.logits, "values": self.value_head(outputs.hidden_states[-1], likelihood)}
 
     @property
     def config(self):
@@ -133,12 +186,13 @@ def load_value_head(
         state = torch.load(file, map_location="cpu", weights_only=True)
     else:
         raise FileNotFoundError(f"No {VALUE_HEAD_NAME} in {path}: not the output of scripts/run_value.py.")
-    if set(state) != {"weight", "bias"} or tuple(state["weight"].shape) != (1, hidden_size):
+    if set(state) - {"likelihood_weight"} != {"weight", "bias"} or tuple(state["weight"].shape) != (1, hidden_size):
         shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
         raise ValueError(
-            f"{file} holds {shapes}; a value head for this model needs weight (1, {hidden_size}) and bias (1,)."
+            f"{file} holds {shapes}; a value head for this model needs weight (1, {hidden_size}) and bias (1,), and "
+            "likelihood_weight (1,) when it reads the likelihood."
         )
-    head = ValueHead(hidden_size, dtype=dtype)
+    head = ValueHead(hidden_size, dtype=dtype, reads_likelihood="likelihood_weight" in state)
     head.load_state_dict(state)
     return head
 
@@ -173,9 +227,17 @@ def build_value_model(
         head = load_value_head(
             source, hidden_size, dtype=head_dtype, allow_pickle_weights=model_args.allow_pickle_weights
         )
+        if head.reads_likelihood != training_args.value_reads_likelihood:
+            raise RecipeError(
+                f"`value_reads_likelihood: {str(training_args.value_reads_likelihood).lower()}`, but the value head "
+                f"in {source} {'reads' if head.reads_likelihood else 'does not read'} the likelihood: set it to "
+                f"{str(head.reads_likelihood).lower()} to continue that model."
+            )
     else:
         logger.info("Value head: new, %d inputs, stored in %s", hidden_size, head_dtype)
-        head = ValueHead(hidden_size, dtype=head_dtype, seed=training_args.seed)
+        head = ValueHead(
+            hidden_size, dtype=head_dtype, seed=training_args.seed, reads_likelihood=training_args.value_reads_likelihood
+        )
     return ValueModel(body, head)
 
 
@@ -192,7 +254,7 @@ def save_value_model(model: ValueModel, output_dir: str | Path, state_dict: dict
         if k.startswith("value_head.")
     }
     body = {k.removeprefix("body."): v for k, v in state_dict.items() if k.startswith("body.")}
-    if set(head) != {"weight", "bias"}:
+    if set(head) - {"likelihood_weight"} != {"weight", "bias"}:
         raise ValueError(f"The state dict has no value head (value_head.* keys: {sorted(head)}); cannot save it.")
     os.makedirs(output_dir, exist_ok=True)
     model.body.save_pretrained(output_dir, state_dict=body)

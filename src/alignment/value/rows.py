@@ -86,14 +86,15 @@ def tokenize_trace(
     max_length: int | None,
     train_on_prompt: bool = False,
 ) -> dict[str, Any]:
-    """`input_ids`, `labels`, `Q` (see `alignment.value`), plus `steps` and `steps_kept` (step targets before and after
-    the cut) and `truncated`."""
+    """`input_ids`, `labels`, `Q` and `response_mask` (1 on the steps' tokens; see `alignment.value`), plus `steps` and
+    `steps_kept` (step targets before and after the cut) and `truncated`."""
     input_ids, prompt_length, step_ends = encode_steps(tokenizer, trace.prompt, trace.steps)
     response_labels = (
         input_ids[prompt_length:] if trace.positive else [IGNORE_INDEX] * (len(input_ids) - prompt_length)
     )
     prompt_labels = input_ids[:prompt_length] if train_on_prompt else [IGNORE_INDEX] * prompt_length
     labels = prompt_labels + response_labels
+    response_mask = [0] * prompt_length + [1] * (len(input_ids) - prompt_length)
     q = [Q_IGNORE] * len(input_ids)
     for end, value in zip(step_ends, trace.q, strict=True):
         q[end] = value
@@ -102,11 +103,13 @@ def tokenize_trace(
     truncated = max_length is not None and len(input_ids) > max_length
     if truncated:
         input_ids, labels, q = input_ids[:max_length], labels[:max_length], q[:max_length]
+        response_mask = response_mask[:max_length]
     steps_kept = sum(1 for end in target_ends if not truncated or end < max_length)
     return {
         "input_ids": input_ids,
         "labels": labels,
         "Q": q,
+        "response_mask": response_mask,
         "steps": len(target_ends),
         "steps_kept": steps_kept,
         "truncated": truncated,
@@ -118,6 +121,7 @@ _TOKENIZED_FEATURES = Features(
         "input_ids": List(Value("int64")),
         "labels": List(Value("int64")),
         "Q": List(Value("float32")),
+        "response_mask": List(Value("int64")),
         "steps": Value("int64"),
         "steps_kept": Value("int64"),
         "truncated": Value("bool"),
@@ -176,7 +180,7 @@ def tokenize_traces(
         encoded["useful"] = encoded["steps_kept"] > 0 or any(label != IGNORE_INDEX for label in encoded["labels"])
         return [encoded]
 
-    empty = {"input_ids": [], "labels": [], "Q": [], "steps": 0, "steps_kept": 0, "truncated": False, "useful": False}
+    empty = {"input_ids": [], "labels": [], "Q": [], "response_mask": [], "steps": 0, "steps_kept": 0, "truncated": False, "useful": False}
     encoded = encode_rows(
         dataset,
         encode,
@@ -200,14 +204,15 @@ def tokenize_traces(
     if len(keep) < len(encoded):
         encoded = encoded.select(keep)
     logger.info("%s split: %s", split_name, report)
-    return encoded.select_columns(["input_ids", "labels", "Q"]), report
+    return encoded.select_columns(["input_ids", "labels", "Q", "response_mask"]), report
 
 
 @dataclass
 class ValueCollator:
-    """Pad `input_ids` (pad token), `attention_mask` (0), `labels` (-100) and `Q` (`Q_IGNORE`) on one side.
+    """Pad `input_ids` (pad token), `attention_mask` (0), `response_mask` (0), `labels` (-100) and `Q` (`Q_IGNORE`) on
+    one side.
 
-    `Q` is padded exactly like `labels`; rows without `labels`/`Q` (scoring) get only ids and mask.
+    `Q` is padded exactly like `labels`; rows without `labels`/`Q` (scoring) get only ids and the two masks.
     """
 
     pad_token_id: int
@@ -218,6 +223,7 @@ class ValueCollator:
         batch = {
             "input_ids": self._pad([f["input_ids"] for f in features], self.pad_token_id, width, torch.long),
             "attention_mask": self._pad([[1] * len(f["input_ids"]) for f in features], 0, width, torch.long),
+            "response_mask": self._pad([f["response_mask"] for f in features], 0, width, torch.long),
         }
         if "labels" in features[0]:
             batch["labels"] = self._pad([f["labels"] for f in features], IGNORE_INDEX, width, torch.long)

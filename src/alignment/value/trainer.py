@@ -73,7 +73,11 @@ class ValueTrainer(CrashSafeTrainerMixin, Trainer):
         return batch_samples, num_items_in_batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            response_mask=inputs["response_mask"],
+        )
         mode = "train" if model.training else "eval"
         # In training, this micro-batch's share of the whole step's means; the data-parallel gradient average over
         # processes is undone by the factor `num_processes`.
