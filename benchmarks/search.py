@@ -8,8 +8,9 @@ held-out prompts, and one ReST-MCTS* self-training iteration (policy greedy accu
 Seed `s` builds its own tiny world (`build_tiny_world(seed=s)`, `write_chain_data(seed=s)`: tokenizer, initial
 weights and chains) and runs the iteration of `recipes/tiny/rest_mcts.yaml` with `seed: s` and only paths
 overridden, each stage the script a user types (`alignment.pipeline`, so a finished run is reused):
-dSFT -> value model -> MCTS* over training prompts -> SFT on the verified traces + value training on the tree's
-targets. On the 200 held-out prompts (chains no training prompt has) it then runs `scripts/run_search.py`:
+dSFT -> dSFT of the value model's 8-layer body -> value model -> MCTS* over training prompts -> SFT on the verified
+traces + value training on the tree's targets. On the 200 held-out prompts (chains no training prompt has) it then
+runs `scripts/run_search.py`:
 
 * with the iteration-0 models, `greedy`, `best_of_n` (N = 8), `beam` (2 beams x 8 candidates: about best-of-N's
   tokens, since the policy's samples of one step are mostly duplicates) and `mcts` with a token budget per prompt
@@ -118,12 +119,13 @@ class SeedRuns:
 
         chains = self.world / "chains"
         sft0 = self.train("sft", "sft/config.yaml", self.world / "base", chains / "sft")
-        value0 = self.train("value", "value/config.yaml", sft0, chains / "value")
+        body = self.train("value_body", "sft/config_value_body.yaml", self.world / "value_base", chains / "sft")
+        value0 = self.train("value", "value/config.yaml", body, chains / "value")
         searched = self.search("search_train", sft0, value0, "train", [])
         train_dir = self.root / "search_train"
         sft1 = self.train("sft_iter1", "sft/config_iter1.yaml", sft0, chains / "sft", train_dir / "sft.jsonl")
         value1 = self.train("value_iter1", "value/config_iter1.yaml", value0, train_dir / "traces.jsonl")
-        iteration = ("sft", "value", "search_train", "sft_iter1", "value_iter1")
+        iteration = ("sft", "value_body", "value", "search_train", "sft_iter1", "value_iter1")
         iteration_s = sum(self.seconds[name] for name in iteration)
 
         held_out = {}
@@ -303,7 +305,8 @@ def section(figures: dict[int, dict], command: str) -> str:
         f"{spread([f['auroc_by_depth']['before'] for f in per_seed], '{:.3f}')} | "
         f"{spread([f['auroc_by_depth']['after'] for f in per_seed], '{:.3f}')} |",
         "",
-        "The iteration (dSFT, value model, MCTS* over 200 training prompts, SFT and value training on what it found) "
+        "The iteration (dSFT of the policy and of the value body, value model, MCTS* over 200 training prompts, SFT "
+        "and value training on what it found) "
         f"took {spread([f['iteration_s'] / 60 for f in per_seed], '{:.1f}')} min per seed; the training search kept "
         f"{spread([f['search_train']['sft_rows'] for f in per_seed], '{:.0f}')} verified traces and "
         f"{spread([f['search_train']['traces'] for f in per_seed], '{:.0f}')} value traces.",

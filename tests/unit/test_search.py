@@ -312,4 +312,12 @@ def test_the_rest_mcts_pipeline_recipe_parses(monkeypatch):
     monkeypatch.chdir(REPO)
     (config,) = RecipeParser((PipelineConfig,)).parse(["recipes/tiny/rest_mcts.yaml"])
     scripts = [Path(stage["script"]).name for stage in config.stages]
-    assert scripts == ["run_sft.py", "run_value.py", "run_search.py", "run_sft.py", "run_value.py", "run_search.py"]
+    assert scripts == [
+        "run_sft.py",
+        "run_sft.py",
+        "run_value.py",
+        "run_search.py",
+        "run_sft.py",
+        "run_value.py",
+        "run_search.py",
+    ]

@@ -236,7 +236,10 @@ def build_value_model(
     else:
         logger.info("Value head: new, %d inputs, stored in %s", hidden_size, head_dtype)
         head = ValueHead(
-            hidden_size, dtype=head_dtype, seed=training_args.seed, reads_likelihood=training_args.value_reads_likelihood
+            hidden_size,
+            dtype=head_dtype,
+            seed=training_args.seed,
+            reads_likelihood=training_args.value_reads_likelihood,
         )
     return ValueModel(body, head)
 

@@ -180,7 +180,16 @@ def tokenize_traces(
         encoded["useful"] = encoded["steps_kept"] > 0 or any(label != IGNORE_INDEX for label in encoded["labels"])
         return [encoded]
 
-    empty = {"input_ids": [], "labels": [], "Q": [], "response_mask": [], "steps": 0, "steps_kept": 0, "truncated": False, "useful": False}
+    empty = {
+        "input_ids": [],
+        "labels": [],
+        "Q": [],
+        "response_mask": [],
+        "steps": 0,
+        "steps_kept": 0,
+        "truncated": False,
+        "useful": False,
+    }
     encoded = encode_rows(
         dataset,
         encode,

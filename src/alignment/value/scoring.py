@@ -32,7 +32,10 @@ def score_traces(
     for start in range(0, len(traces), batch_size):
         encoded = [encode_steps(tokenizer, prompt, steps) for prompt, steps in traces[start : start + batch_size]]
         batch = collator(
-            [{"input_ids": ids, "response_mask": [0] * length + [1] * (len(ids) - length)} for ids, length, _ in encoded]
+            [
+                {"input_ids": ids, "response_mask": [0] * length + [1] * (len(ids) - length)}
+                for ids, length, _ in encoded
+            ]
         )
         values = model(**{k: v.to(device) for k, v in batch.items()}, values_only=True)["values"].float().cpu()
         width = batch["input_ids"].shape[1]
