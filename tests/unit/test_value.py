@@ -303,6 +303,15 @@ def test_a_head_that_reads_the_likelihood_adds_it_and_saves_and_loads_it(tiny_wo
         build_value_model(ModelArguments(model_name_or_path=str(tmp_path / "saved")), args, tiny_tokenizer)
 
 
+def test_the_trainer_passes_the_response_mask_and_trains_the_likelihood_weight(tiny_world, tiny_tokenizer, tmp_path):
+    dataset, _ = tokenize_traces(Dataset.from_list([REST_ROW] * 8), tiny_tokenizer, max_length=None)
+    body = AutoModelForCausalLM.from_pretrained(tiny_world / "base")
+    model = ValueModel(body, ValueHead(128, reads_likelihood=True))
+    args = config(tmp_path, max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2, logging_steps=1)
+    ValueTrainer(model=model, args=args, train_dataset=dataset, processing_class=tiny_tokenizer).train()
+    assert model.value_head.likelihood_weight.item() != 0.0
+
+
 def test_save_writes_the_gathered_state_dict_not_the_live_parameters(tiny_world, tiny_tokenizer, tmp_path):
     """Under ZeRO-3 the live parameters are empty shards and the Trainer hands `_save` the consolidated state dict;
     the value head (and body) written must be that dict's, cast to fp32."""

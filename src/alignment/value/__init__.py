@@ -78,10 +78,10 @@ whole optimizer step, every micro-batch of every process (the authors' LLaMA-Fac
 means instead): one process with batch 8 and two with batch 4 then compute the same loss and the same gradient.
 
 Saving: `value_head.safetensors` (fp32, keys `weight` and `bias`, and `likelihood_weight` for a head that reads the
-likelihood) is written beside the full model or the LoRA
-adapter, by `save_value_model`, in every checkpoint and in the final output. The trainer saves from the state dict
-the Trainer gathers (under DeepSpeed ZeRO-3, `accelerator.get_state_dict` consolidates the shards on rank 0), never
-from the live, possibly partitioned, parameters. `load_value_model(path)` reloads either kind in one call.
+likelihood) is written beside the full model or the LoRA adapter, by `save_value_model`, in every checkpoint and in
+the final output. The trainer saves from the state dict the Trainer gathers (under DeepSpeed ZeRO-3,
+`accelerator.get_state_dict` consolidates the shards on rank 0), never from the live, possibly partitioned,
+parameters. `load_value_model(path)` reloads either kind in one call.
 
 Modules: `config` (`ValueConfig`), `formats` (the row forms and their readers, `StepTrace`), `rows` (`to_trace`,
 tokens, `ValueCollator`), `modeling` (head, model, build, save, load), `loss` (joint loss and metrics), `trainer`
