@@ -21,6 +21,8 @@ runs `scripts/run_search.py`:
 * 8 sampled traces per held-out prompt, each step labelled by the rule (the policy's own traces): their pass@8, and
   how often the value model's highest-valued trace is right where a prompt's traces are mixed (against a pick at
   random): its worth to best-of-N;
+* the same value model with the head alone (`value_reads_likelihood: false`, same body, data and steps), on those
+  traces: what the LM's likelihood adds to the head;
 * greedy with the policy before and after self-training, and `mcts` with both models after it;
 * the value model's AUROC (value vs step correctness) on the held-out value traces, before and after, pooled over
   every step and among the steps of one depth (`auroc_by_depth`: what a search compares), and by depth on the
@@ -93,9 +95,9 @@ class SeedRuns:
             self.seconds_file.write_text(json.dumps(self.seconds, indent=2))
         return output_dir
 
-    def train(self, name: str, recipe: str, model: Path, *data: Path) -> Path:
+    def train(self, name: str, recipe: str, model: Path, *data: Path, overrides: tuple[str, ...] = ()) -> Path:
         mixer = json.dumps({str(source): 1.0 for source in data})
-        return self.stage(name, recipe, ["--model_name_or_path", str(model), "--dataset_mixer", mixer])
+        return self.stage(name, recipe, ["--model_name_or_path", str(model), "--dataset_mixer", mixer, *overrides])
 
     def search(
         self, name: str, policy: Path, value: Path | None, prompts: str, overrides: list[str], recipe: str = ""
@@ -157,14 +159,27 @@ class SeedRuns:
         samples = ["--step_rule", STEP_RULE]
         self.search("test_samples", sft0, None, "test", samples, recipe="search/config_value_data.yaml")
         own = read_rows(self.root / "test_samples" / "traces.jsonl")
+        # The ablation: the same value model with the head alone, without the LM's likelihood.
+        head_only = ("--value_reads_likelihood", "false")
+        value0_head_only = self.train(
+            "value_head_only", "value/config.yaml", body, chains / "value", overrides=head_only
+        )
         rows = read_rows(chains / "value" / "test.jsonl")
         figures = {
             "held_out": held_out,
             "ceiling": ceiling,
             "own_traces": {
                 "pass_at_8": pass_rate(own),
-                "auroc_by_depth": {"before": auroc_by_depth(value0, own), "after": auroc_by_depth(value1, own)},
-                "top_valued_right": {"before": top_valued_right(value0, own), "after": top_valued_right(value1, own)},
+                "auroc_by_depth": {
+                    "before": auroc_by_depth(value0, own),
+                    "after": auroc_by_depth(value1, own),
+                    "head_only": auroc_by_depth(value0_head_only, own),
+                },
+                "top_valued_right": {
+                    "before": top_valued_right(value0, own),
+                    "after": top_valued_right(value1, own),
+                    "head_only": top_valued_right(value0_head_only, own),
+                },
                 "random_right": top_valued_right(None, own),
             },
             "after": after,
@@ -286,7 +301,10 @@ def section(figures: dict[int, dict], command: str) -> str:
         f"{spread([o['top_valued_right']['after'] for o in own], '{:.3f}')}), against "
         f"{spread([o['random_right'] for o in own], '{:.3f}')} for a trace picked at random; the value's AUROC among "
         f"the steps of one depth there is {spread([o['auroc_by_depth']['before'] for o in own], '{:.3f}')} "
-        f"(after {spread([o['auroc_by_depth']['after'] for o in own], '{:.3f}')}).",
+        f"(after {spread([o['auroc_by_depth']['after'] for o in own], '{:.3f}')}). The same value model with the "
+        "head alone (`value_reads_likelihood: false`, same body, data and steps): top-valued trace right "
+        f"{spread([o['top_valued_right']['head_only'] for o in own], '{:.3f}')}, AUROC among the steps of one depth "
+        f"{spread([o['auroc_by_depth']['head_only'] for o in own], '{:.3f}')}.",
     ]
     lines += [
         "",
