@@ -126,7 +126,9 @@ class SeedRuns:
         searched = self.search("search_train", sft0, value0, "train", [])
         train_dir = self.root / "search_train"
         sft1 = self.train("sft_iter1", "sft/config_iter1.yaml", sft0, chains / "sft", train_dir / "sft.jsonl")
-        value1 = self.train("value_iter1", "value/config_iter1.yaml", value0, train_dir / "traces.jsonl")
+        value1 = self.train(
+            "value_iter1", "value/config_iter1.yaml", value0, chains / "value", train_dir / "traces.jsonl"
+        )
         iteration = ("sft", "value_body", "value", "search_train", "sft_iter1", "value_iter1")
         iteration_s = sum(self.seconds[name] for name in iteration)
 
