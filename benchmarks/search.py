@@ -4,6 +4,7 @@ held-out prompts, and one ReST-MCTS* self-training iteration (policy greedy accu
     python benchmarks/search.py                          # seeds 0 1 2 (about 15 min per seed on one core)
     python benchmarks/search.py --seeds 0 --threads 1    # one seed, on a machine shared with other jobs
     python benchmarks/search.py --work_dir /tmp/search   # an interrupted benchmark continues where it stopped
+    python benchmarks/search.py --largest_number 29      # chains of numbers 1-29: errors on every step
 
 Seed `s` builds its own tiny world (`build_tiny_world(seed=s)`, `write_chain_data(seed=s)`: tokenizer, initial
 weights and chains) and runs the iteration of `recipes/tiny/rest_mcts.yaml` with `seed: s` and only paths
@@ -61,13 +62,13 @@ ALGORITHMS = {
     "beam": ["--algorithm", "beam", "--beam_width", "2", "--num_candidates", "8"],
     "mcts": ["--algorithm", "mcts", "--num_candidates", "4"],
 }
-TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions)"
+TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions{task})"
 
 
 class SeedRuns:
     """The world and runs of one seed under `root`, each run reused when finished."""
 
-    def __init__(self, root: Path, seed: int):
+    def __init__(self, root: Path, seed: int, largest_number: int):
         from tiny_world import build_tiny_world, write_chain_data
 
         self.root, self.seed = root, seed
@@ -75,7 +76,7 @@ class SeedRuns:
         if not (self.world / "base" / "config.json").is_file():
             build_tiny_world(self.world, seed=seed)
         if not (self.world / "chains" / "prompts" / "test.jsonl").is_file():
-            write_chain_data(self.world / "chains", seed=seed)
+            write_chain_data(self.world / "chains", seed=seed, largest_number=largest_number)
         # Seconds of each stage this seed trained or searched, kept across calls (a reused run costs nothing again).
         self.seconds_file = root / "stage_seconds.json"
         self.seconds: dict[str, float] = (
@@ -262,13 +263,13 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
-def section(figures: dict[int, dict], command: str) -> str:
+def section(figures: dict[int, dict], command: str, task: str = "") -> str:
     """The markdown section: the two tables, the value model's worth on the policy's own traces, and how they were
-    made."""
+    made. `task` names a chains variant in the title, so that its section sits beside the default one."""
     seeds = sorted(figures)
     per_seed = [figures[s] for s in seeds]
     lines = [
-        TITLE,
+        TITLE.format(task=task),
         "",
         f"`{command}` ({len(seeds)} seed{'s' * (len(seeds) > 1)}: {', '.join(map(str, seeds))}; every stage of a "
         f"seed {spread([sum(f['stage_s'].values()) / 60 for f in per_seed], '{:.0f}')} min on {os.cpu_count()} "
@@ -340,16 +341,31 @@ def main() -> None:
     parser.add_argument("--work_dir", default="outputs/search_benchmark", help="worlds and runs, one folder per seed")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every run (default: the library's)")
     parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument(
+        "--largest_number", type=int, default=9, help="chains of numbers 1..this (`tiny_world.chains`; at most 99)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not 5 < args.largest_number < 100:
+        parser.error(f"--largest_number {args.largest_number}: must be 6-99 (the recipes' lengths fit two digits)")
     start = time.perf_counter()
-    figures = {seed: SeedRuns(Path(args.work_dir) / f"seed{seed}", seed).figures() for seed in args.seeds}
+    # A world of other numbers gets its own folders: no run of one task is reused for another.
+    variant = args.largest_number != 9
+    figures = {
+        seed: SeedRuns(
+            Path(args.work_dir) / (f"seed{seed}_numbers{args.largest_number}" if variant else f"seed{seed}"),
+            seed,
+            args.largest_number,
+        ).figures()
+        for seed in args.seeds
+    }
     minutes = (time.perf_counter() - start) / 60
     command = f"python benchmarks/search.py --seeds {' '.join(map(str, args.seeds))}"
-    text = section(figures, command)
+    command += f" --largest_number {args.largest_number}" if variant else ""
+    text = section(figures, command, f", numbers 1-{args.largest_number}" if variant else "")
     output = Path(args.output)
     output.write_text(with_sections_replaced(output.read_text() if output.is_file() else None, [text]))
     print(text)

@@ -28,6 +28,9 @@ def main() -> None:
     chains = commands.add_parser("chains", help="write the chained-addition data (SFT chats, value traces, prompts)")
     chains.add_argument("--output_dir", default="data/tiny/chains")
     chains.add_argument("--seed", type=int, default=0)
+    chains.add_argument(
+        "--largest_number", type=int, default=9, help="numbers 1..this (the rest_mcts recipes fit up to 99)"
+    )
     report = commands.add_parser("evaluate", help="held-out loss and accuracy of a trained model vs its base")
     report.add_argument("model_dir")
     report.add_argument("--data", required=True, help="held-out chats (.jsonl)")
@@ -38,7 +41,7 @@ def main() -> None:
         build_tiny_world(args.output_dir, seed=args.seed)
         return
     if args.command == "chains":
-        write_chain_data(args.output_dir, seed=args.seed)
+        write_chain_data(args.output_dir, seed=args.seed, largest_number=args.largest_number)
         return
     results = evaluate({"before (base)": args.baseline, "after (SFT)": args.model_dir}, args.data)
     print(f"\nHeld-out results on {args.data}")

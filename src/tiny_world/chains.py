@@ -16,7 +16,10 @@ minutes on one core) still slips on some steps, mostly by adding the wrong numbe
 misadding, mostly on the last step: on the 200 held-out prompts its greedy chain ends on the right answer 0.72 of the
 time (seed 0; 0.44-0.90 over seeds 0-2, `benchmarks/search.py`), 8 sampled chains hold a right one 0.79-0.98 of the
 time, and after 2,000 steps greedy is right on all of them (seed 0). The initial value traces err in the same two
-ways. Held-out prompts are chains that no training prompt has.
+ways. Those last-step slips are systematic (for about 15% of the prompts no sample finds the last number), so a
+search that checks every step gains nothing over best-of-N there. `largest_number` draws the numbers from a wider
+range: at 1-29 the running totals carry more often and the errors spread over every step (see
+`benchmarks/RESULTS.md`). Held-out prompts are chains that no training prompt has.
 
     chain_prompt, chain_steps     one chain's prompt and its correct steps
     chain_rows                    SFT chats (`{"messages"}`) whose assistant reply is the steps
@@ -34,7 +37,7 @@ from pathlib import Path
 
 from tiny_world.build import write_jsonl_splits
 
-NUMBERS = range(1, 10)
+LARGEST_NUMBER = 9  # the numbers of a chain are 1..LARGEST_NUMBER unless a caller asks for more
 STEPS = (3, 5)  # inclusive range of steps per chain
 _NUMBER = re.compile(r"-?\d+")
 
@@ -87,22 +90,27 @@ def step_correctness(prompt: str | list[dict[str, str]], steps: Sequence[str]) -
     return result
 
 
-def random_numbers(rng: random.Random, steps: tuple[int, int] = STEPS) -> tuple[int, ...]:
-    """The numbers of one chain: `steps` gives the inclusive range of its step count."""
-    return tuple(rng.choice(NUMBERS) for _ in range(rng.randint(*steps) + 1))
+def random_numbers(
+    rng: random.Random, steps: tuple[int, int] = STEPS, largest: int = LARGEST_NUMBER
+) -> tuple[int, ...]:
+    """The numbers of one chain, each in 1..`largest`: `steps` gives the inclusive range of its step count."""
+    return tuple(rng.choice(range(1, largest + 1)) for _ in range(rng.randint(*steps) + 1))
 
 
-def split_chains(n_train: int, n_test: int, seed: int) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-    """Disjoint train and held-out chains (no held-out chain is a training chain), drawn with `seed`."""
+def split_chains(
+    n_train: int, n_test: int, seed: int, largest: int = LARGEST_NUMBER
+) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """Disjoint train and held-out chains of numbers 1..`largest` (no held-out chain is a training chain), drawn with
+    `seed`."""
     rng = random.Random(seed)
     test: list[tuple[int, ...]] = []
     while len(test) < n_test:
-        chain = random_numbers(rng)
+        chain = random_numbers(rng, largest=largest)
         if chain not in test:
             test.append(chain)
     held_out, train = set(test), []
     while len(train) < n_train:
-        chain = random_numbers(rng)
+        chain = random_numbers(rng, largest=largest)
         if chain not in held_out:
             train.append(chain)
     return train, test
@@ -121,19 +129,21 @@ def chain_rows(chains: Sequence[Sequence[int]]) -> list[dict]:
     ]
 
 
-def erring_steps(numbers: Sequence[int], rng: random.Random, *, wrong_at: int | None) -> list[str]:
+def erring_steps(
+    numbers: Sequence[int], rng: random.Random, *, wrong_at: int | None, largest: int = LARGEST_NUMBER
+) -> list[str]:
     """The chain's steps with step `wrong_at` wrong (None: no error), in one of the two ways the tiny policy errs:
     it adds a wrong number, or it misadds (the sum off by 1-3). Later steps go on correctly from the wrong total, as a
     policy that slipped once would, so the final answer is wrong too.
 
-    The wrong number is one that the prompt does not still hold: adding a later number early is no error by the
-    final-answer rule (the policy can add the skipped one after it, and the sum is the same), so such a step is not
-    labelled -1 here.
+    The wrong number (1..`largest`) is one that the prompt does not still hold: adding a later number early is no
+    error by the final-answer rule (the policy can add the skipped one after it, and the sum is the same), so such a
+    step is not labelled -1 here.
     """
     steps, total = [], numbers[0]
     for index, number in enumerate(numbers[1:]):
         if index == wrong_at and rng.random() < 0.5:
-            number = rng.choice([n for n in NUMBERS if n not in numbers[index + 1 :]])
+            number = rng.choice([n for n in range(1, largest + 1) if n not in numbers[index + 1 :]])
             result = total + number
         else:
             result = total + number
@@ -144,15 +154,17 @@ def erring_steps(numbers: Sequence[int], rng: random.Random, *, wrong_at: int | 
     return steps
 
 
-def value_rows(chains: Sequence[Sequence[int]], seed: int, *, error_rate: float = 0.6) -> list[dict]:
+def value_rows(
+    chains: Sequence[Sequence[int]], seed: int, *, error_rate: float = 0.6, largest: int = LARGEST_NUMBER
+) -> list[dict]:
     """Initial value traces in the ReST-MCTS* form: with probability `error_rate` one step (chosen uniformly) is
     off, and Q is +1 while the trace is correct and -1 from its first wrong step on (a trace that went wrong cannot
-    recover), as `tiny_world.steps` writes them."""
+    recover), as `tiny_world.steps` writes them. A wrong number is drawn from 1..`largest`."""
     rng = random.Random(seed)
     rows = []
     for numbers in chains:
         wrong_at = rng.randrange(len(numbers) - 1) if rng.random() < error_rate else None
-        steps = erring_steps(numbers, rng, wrong_at=wrong_at)
+        steps = erring_steps(numbers, rng, wrong_at=wrong_at, largest=largest)
         q = [1.0 if wrong_at is None or index < wrong_at else -1.0 for index in range(len(steps))]
         rows.append(
             {
@@ -168,20 +180,38 @@ def prompt_rows(chains: Sequence[Sequence[int]]) -> list[dict]:
     return [{"prompt": chain_prompt(numbers)} for numbers in chains]
 
 
-def write_chain_data(output_dir: str | Path, *, seed: int = 0, num_train: int = 2000, num_test: int = 200) -> Path:
+def write_chain_data(
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    num_train: int = 2000,
+    num_test: int = 200,
+    largest_number: int = LARGEST_NUMBER,
+) -> Path:
     """Write under `output_dir`:
 
         sft/       chats whose reply is the correct steps (train, test)
         value/     initial value traces with per-step Q (train, test)
         prompts/   the prompts alone: `train` to search for self-training data, `test` held out to measure search
 
-    `prompts/train` are the first 200 (at most) training chains and `prompts/test` the held-out ones.
+    `prompts/train` are the first 200 (at most) training chains and `prompts/test` the held-out ones. The numbers are
+    1..`largest_number`: above 9 the running totals carry more often and the tiny policy errs on every step, not
+    mostly on the last (see `benchmarks/RESULTS.md`).
     """
+    if largest_number <= STEPS[1]:
+        raise ValueError(
+            f"`largest_number: {largest_number}`: must be at least {STEPS[1] + 1}, so that a wrong number outside "
+            "the prompt's remaining numbers always exists."
+        )
     output_dir = Path(output_dir)
-    train, test = split_chains(num_train, num_test, seed)
+    train, test = split_chains(num_train, num_test, seed, largest_number)
     write_jsonl_splits(output_dir / "sft", {"train": chain_rows(train), "test": chain_rows(test)})
     write_jsonl_splits(
-        output_dir / "value", {"train": value_rows(train, seed + 1), "test": value_rows(test, seed + 2)}
+        output_dir / "value",
+        {
+            "train": value_rows(train, seed + 1, largest=largest_number),
+            "test": value_rows(test, seed + 2, largest=largest_number),
+        },
     )
     write_jsonl_splits(output_dir / "prompts", {"train": prompt_rows(train[:200]), "test": prompt_rows(test)})
     return output_dir

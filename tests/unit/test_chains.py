@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from alignment.data import read_rows
 from alignment.evaluation import prompts_from_rows
 from alignment.value import to_trace, value_row_problem
@@ -79,3 +81,27 @@ def test_write_chain_data_writes_every_split(tmp_path):
     sft = [json.loads(line) for line in (tmp_path / "sft" / "test.jsonl").read_text().splitlines()]
     assert prompts == [row["messages"][:1] for row in sft]
     assert len(read_rows(str(tmp_path / "prompts" / "train.jsonl"))) == 50
+
+
+def test_largest_number_widens_the_numbers_and_the_wrong_ones(tmp_path):
+    write_chain_data(tmp_path, num_train=300, num_test=20, largest_number=29)
+    numbers = [n for row in read_rows(str(tmp_path / "sft" / "train.jsonl")) for n in prompt_numbers(row["messages"])]
+    assert max(numbers) == 29 and min(numbers) == 1 and sum(n > 9 for n in numbers) > len(numbers) / 2
+    added_wrong = []
+    for row in read_rows(str(tmp_path / "value" / "train.jsonl")):
+        trace, expected = to_trace(row), chain_steps(prompt_numbers(row["prompt"]))
+        correct = step_correctness(row["prompt"], trace.steps)
+        assert trace.q == [1.0 if c else -1.0 for c in correct]
+        if not all(correct):
+            first = correct.index(False)
+            added, wanted = (int(step.split("+")[1].split("=")[0]) for step in (trace.steps[first], expected[first]))
+            if added != wanted:  # the wrong-number error, not the misadding one
+                assert added not in prompt_numbers(row["prompt"])[first + 1 :]
+                added_wrong.append(added)
+    assert max(added_wrong) > 9 and all(1 <= n <= 29 for n in added_wrong)
+
+
+def test_too_small_a_largest_number_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"`largest_number: 5`: must be at least 6"):
+        write_chain_data(tmp_path, largest_number=5)
+    assert not any(tmp_path.iterdir())
