@@ -14,20 +14,23 @@ traces + value training on the tree's targets. On the 200 held-out prompts (chai
 runs `scripts/run_search.py`:
 
 * with the iteration-0 models, `greedy`, `best_of_n` (N = 8), `beam` (2 beams x 8 candidates: about best-of-N's
-  tokens, since the policy's samples of one step are mostly duplicates) and `mcts` with a token budget per prompt
-  equal to what best-of-N spent on average; every row reports its own policy tokens and value calls per prompt, so
-  the comparison is at (about) equal compute;
-* the same three searches with the step rule as the value (`value_rule`, a perfect process verifier): the most a
+  tokens where the policy's samples of one step are mostly duplicates, up to twice them where they are distinct),
+  `beam_1x8` (1 beam x 8 candidates: 8 samples of every step, best-of-N's tokens by construction) and `mcts` with a
+  token budget per prompt equal to what best-of-N spent on average; every row reports its own policy tokens and
+  value calls per prompt, so the comparison is at (about) equal compute;
+* the same four searches with the step rule as the value (`value_rule`, a perfect process verifier): the most a
   value model could give each search on this policy;
 * 8 sampled traces per held-out prompt, each step labelled by the rule (the policy's own traces): their pass@8, and
   how often the value model's highest-valued trace is right where a prompt's traces are mixed (against a pick at
   random): its worth to best-of-N;
 * the same value model with the head alone (`value_reads_likelihood: false`, same body, data and steps), on those
   traces: what the LM's likelihood adds to the head;
-* greedy with the policy before and after self-training, and `mcts` with both models after it;
-* the value model's AUROC (value vs step correctness) on the held-out value traces, before and after, pooled over
-  every step and among the steps of one depth (`auroc_by_depth`: what a search compares), and by depth on the
-  policy's own traces.
+* greedy with the policy before and after self-training, and `mcts` with both models after it; and both again
+  with the control, the iteration-0 models trained the same further steps on their own stage's data alone (no
+  searched trace): what the iteration adds beyond more training;
+* the value model's AUROC (value vs step correctness) on the held-out value traces, before, after and in the
+  control, pooled over every step and among the steps of one depth (`auroc_by_depth`: what a search compares), and
+  by depth on the policy's own traces.
 
 Accuracy is the share of chosen traces whose final answer is right (`tiny_world.chains:final_answer_is_correct`).
 The tables give min / median / max over seeds; they replace their own section of `benchmarks/RESULTS.md` (`--output`)
@@ -60,8 +63,11 @@ ALGORITHMS = {
     "greedy": ["--algorithm", "greedy"],
     "best_of_n": ["--algorithm", "best_of_n", "--num_samples", "8"],
     "beam": ["--algorithm", "beam", "--beam_width", "2", "--num_candidates", "8"],
+    "beam_1x8": ["--algorithm", "beam", "--beam_width", "1", "--num_candidates", "8"],
     "mcts": ["--algorithm", "mcts", "--num_candidates", "4"],
 }
+# The columns of the iteration table.
+WHEN = ("before", "after", "control")
 TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions{task})"
 
 
@@ -132,9 +138,13 @@ class SeedRuns:
         )
         iteration = ("sft", "value_body", "value", "search_train", "sft_iter1", "value_iter1")
         iteration_s = sum(self.seconds[name] for name in iteration)
+        # The control: the same further steps, on the stage's own data alone (no searched trace), so that what the
+        # iteration adds is told apart from what more training adds.
+        sft_control = self.train("sft_control", "sft/config_iter1.yaml", sft0, chains / "sft")
+        value_control = self.train("value_control", "value/config_iter1.yaml", value0, chains / "value")
 
         held_out = {}
-        for name in ("greedy", "best_of_n", "beam"):
+        for name in ("greedy", "best_of_n", "beam", "beam_1x8"):
             held_out[name] = self.search(f"test_{name}", sft0, value0, "test", ALGORITHMS[name])
         # MCTS* gets the policy tokens best-of-N spent per prompt, on average.
         mcts = [
@@ -147,6 +157,10 @@ class SeedRuns:
             "greedy": self.search("test_greedy_iter1", sft1, value1, "test", ALGORITHMS["greedy"]),
             "mcts": self.search("test_mcts_iter1", sft1, value1, "test", mcts),
         }
+        control = {
+            "greedy": self.search("test_greedy_control", sft_control, value_control, "test", ALGORITHMS["greedy"]),
+            "mcts": self.search("test_mcts_control", sft_control, value_control, "test", mcts),
+        }
         # The ceiling of each search: the step rule as a perfect process verifier in the value model's place.
         rule = ["--value_rule", STEP_RULE]
         ceiling = {
@@ -154,6 +168,7 @@ class SeedRuns:
             for name, overrides in (
                 ("best_of_n", ALGORITHMS["best_of_n"]),
                 ("beam", ALGORITHMS["beam"]),
+                ("beam_1x8", ALGORITHMS["beam_1x8"]),
                 ("mcts", mcts),
             )
         }
@@ -186,8 +201,12 @@ class SeedRuns:
                 "random_right": top_valued_right(None, own),
             },
             "after": after,
-            "auroc": {"before": value_step_metrics(str(value0), rows)["auroc"]},
-            "auroc_by_depth": {"before": auroc_by_depth(value0, rows)},
+            "control": control,
+            "auroc": {
+                "before": value_step_metrics(str(value0), rows)["auroc"],
+                "control": value_step_metrics(str(value_control), rows)["auroc"],
+            },
+            "auroc_by_depth": {"before": auroc_by_depth(value0, rows), "control": auroc_by_depth(value_control, rows)},
             "search_train": searched,
             "iteration_s": iteration_s,
             "stage_s": self.seconds,
@@ -263,6 +282,17 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
+def iteration_row(label: str, per_seed: list[dict], figure) -> str:
+    """One row of the iteration table: `figure(seed_figures, when)` before, after and in the control, over seeds."""
+    return f"| {label} | {' | '.join(spread([figure(f, when) for f in per_seed], '{:.3f}') for when in WHEN)} |"
+
+
+def held_out_search(figures: dict, when: str) -> dict:
+    """The held-out searches of one seed before the iteration (with the iteration-0 models), after it, or in the
+    control."""
+    return figures["held_out" if when == "before" else when]
+
+
 def section(figures: dict[int, dict], command: str, task: str = "") -> str:
     """The markdown section: the two tables, the value model's worth on the policy's own traces, and how they were
     made. `task` names a chains variant in the title, so that its section sits beside the default one."""
@@ -294,6 +324,19 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
             f"| {spread([r['generated_tokens_per_prompt'] for r in runs], '{:.0f}')} "
             f"| {spread([r['value_calls_per_prompt'] for r in runs], '{:.1f}')} | {ceiling} |"
         )
+    lines += [
+        "",
+        "Held-out accuracy per seed (the searches with the iteration-0 models):",
+        "",
+        "| seed | " + " | ".join(ALGORITHMS) + " | greedy after the iteration | greedy in the control |",
+        "|---|" + "---|" * (len(ALGORITHMS) + 2),
+        *(
+            f"| {seed} | "
+            + " | ".join(f"{f['held_out'][name]['accuracy']:.3f}" for name in ALGORITHMS)
+            + f" | {f['after']['greedy']['accuracy']:.3f} | {f['control']['greedy']['accuracy']:.3f} |"
+            for seed, f in zip(seeds, per_seed, strict=True)
+        ),
+    ]
     own = [f["own_traces"] for f in per_seed]
     lines += [
         "",
@@ -311,20 +354,26 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
     ]
     lines += [
         "",
-        "| one self-training iteration | before | after |",
-        "|---|---|---|",
-        "| policy greedy accuracy (held-out) | "
-        f"{spread([f['held_out']['greedy']['accuracy'] for f in per_seed], '{:.3f}')} | "
-        f"{spread([f['after']['greedy']['accuracy'] for f in per_seed], '{:.3f}')} |",
-        "| MCTS* accuracy, same budget (held-out) | "
-        f"{spread([f['held_out']['mcts']['accuracy'] for f in per_seed], '{:.3f}')} | "
-        f"{spread([f['after']['mcts']['accuracy'] for f in per_seed], '{:.3f}')} |",
-        "| value AUROC, held-out value traces, pooled over depths | "
-        f"{spread([f['auroc']['before'] for f in per_seed], '{:.3f}')} | "
-        f"{spread([f['auroc']['after'] for f in per_seed], '{:.3f}')} |",
-        "| value AUROC among the steps of one depth, mean over depths | "
-        f"{spread([f['auroc_by_depth']['before'] for f in per_seed], '{:.3f}')} | "
-        f"{spread([f['auroc_by_depth']['after'] for f in per_seed], '{:.3f}')} |",
+        "| one self-training iteration | before | after | control: the same steps without the search's traces |",
+        "|---|---|---|---|",
+        iteration_row(
+            "policy greedy accuracy (held-out)",
+            per_seed,
+            lambda f, when: held_out_search(f, when)["greedy"]["accuracy"],
+        ),
+        iteration_row(
+            "MCTS* accuracy, same budget (held-out)",
+            per_seed,
+            lambda f, when: held_out_search(f, when)["mcts"]["accuracy"],
+        ),
+        iteration_row(
+            "value AUROC, held-out value traces, pooled over depths", per_seed, lambda f, when: f["auroc"][when]
+        ),
+        iteration_row(
+            "value AUROC among the steps of one depth, mean over depths",
+            per_seed,
+            lambda f, when: f["auroc_by_depth"][when],
+        ),
         "",
         "The iteration (dSFT of the policy and of the value body, value model, MCTS* over 200 training prompts, SFT "
         "and value training on what it found) "
