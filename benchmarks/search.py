@@ -143,9 +143,11 @@ class SeedRuns:
         sft_control = self.train("sft_control", "sft/config_iter1.yaml", sft0, chains / "sft")
         value_control = self.train("value_control", "value/config_iter1.yaml", value0, chains / "value")
 
-        held_out = {}
-        for name in ("greedy", "best_of_n", "beam", "beam_1x8"):
-            held_out[name] = self.search(f"test_{name}", sft0, value0, "test", ALGORITHMS[name])
+        held_out = {
+            name: self.search(f"test_{name}", sft0, value0, "test", overrides)
+            for name, overrides in ALGORITHMS.items()
+            if name != "mcts"
+        }
         # MCTS* gets the policy tokens best-of-N spent per prompt, on average.
         mcts = [
             *ALGORITHMS["mcts"],
@@ -164,13 +166,11 @@ class SeedRuns:
         # The ceiling of each search: the step rule as a perfect process verifier in the value model's place.
         rule = ["--value_rule", STEP_RULE]
         ceiling = {
-            name: self.search(f"test_{name}_rule", sft0, None, "test", [*overrides, *rule])
-            for name, overrides in (
-                ("best_of_n", ALGORITHMS["best_of_n"]),
-                ("beam", ALGORITHMS["beam"]),
-                ("beam_1x8", ALGORITHMS["beam_1x8"]),
-                ("mcts", mcts),
+            name: self.search(
+                f"test_{name}_rule", sft0, None, "test", [*(mcts if name == "mcts" else overrides), *rule]
             )
+            for name, overrides in ALGORITHMS.items()
+            if name != "greedy"
         }
         # The policy's own held-out traces (8 samples a prompt, each step labelled by the rule): what a search asks
         # the value model to rank.
