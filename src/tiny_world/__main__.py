@@ -41,7 +41,10 @@ def main() -> None:
         build_tiny_world(args.output_dir, seed=args.seed)
         return
     if args.command == "chains":
-        write_chain_data(args.output_dir, seed=args.seed, largest_number=args.largest_number)
+        try:
+            write_chain_data(args.output_dir, seed=args.seed, largest_number=args.largest_number)
+        except ValueError as err:  # the one refusal of its arguments (`largest_number` too small): a usage error
+            parser.error(str(err))
         return
     results = evaluate({"before (base)": args.baseline, "after (SFT)": args.model_dir}, args.data)
     print(f"\nHeld-out results on {args.data}")

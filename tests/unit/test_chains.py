@@ -105,3 +105,18 @@ def test_too_small_a_largest_number_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"`largest_number: 5`: must be at least 6"):
         write_chain_data(tmp_path, largest_number=5)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_command_line_refuses_too_small_a_largest_number_with_one_message(tmp_path, monkeypatch, capsys):
+    from tiny_world.__main__ import main
+
+    output_dir = tmp_path / "chains"
+    argv = ["tiny_world", "chains", "--output_dir", str(output_dir), "--largest_number", "5"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "`largest_number: 5`: must be at least 6" in err
+    assert "Traceback" not in err
+    assert not output_dir.exists()
