@@ -30,7 +30,8 @@ runs `scripts/run_search.py`:
   searched trace): what the iteration adds beyond more training;
 * the value model's AUROC (value vs step correctness) on the held-out value traces, before, after and in the
   control, pooled over every step and among the steps of one depth (`auroc_by_depth`: what a search compares), and
-  by depth on the policy's own traces.
+  the same three models by depth and by top-valued trace on the policy's own traces (each model scores each set of
+  traces once, `step_values`).
 
 Accuracy is the share of chosen traces whose final answer is right (`tiny_world.chains:final_answer_is_correct`).
 The tables give min / median / max over seeds; they replace their own section of `benchmarks/RESULTS.md` (`--output`)
@@ -52,6 +53,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from alignment.value import StepTrace  # noqa: E402
 from benchmarks.report import with_sections_replaced  # noqa: E402
 
 RECIPES = REPO_ROOT / "recipes" / "tiny" / "rest_mcts"
@@ -124,7 +126,6 @@ class SeedRuns:
         if cached.is_file():
             return json.loads(cached.read_text())
         from alignment.data import read_rows
-        from alignment.evaluation import value_step_metrics
 
         chains = self.world / "chains"
         sft0 = self.train("sft", "sft/config.yaml", self.world / "base", chains / "sft")
@@ -182,56 +183,67 @@ class SeedRuns:
         value0_head_only = self.train(
             "value_head_only", "value/config.yaml", body, chains / "value", overrides=head_only
         )
-        rows = read_rows(chains / "value" / "test.jsonl")
+        models = {"before": value0, "after": value1, "control": value_control}
+        value_test = read_rows(chains / "value" / "test.jsonl")
+        held_out_steps = {when: step_values(model, value_test) for when, model in models.items()}
+        own_steps = {
+            when: step_values(model, own) for when, model in {**models, "head_only": value0_head_only}.items()
+        }
         figures = {
             "held_out": held_out,
             "ceiling": ceiling,
             "own_traces": {
                 "pass_at_8": pass_rate(own),
-                "auroc_by_depth": {
-                    "before": auroc_by_depth(value0, own),
-                    "after": auroc_by_depth(value1, own),
-                    "head_only": auroc_by_depth(value0_head_only, own),
-                },
-                "top_valued_right": {
-                    "before": top_valued_right(value0, own),
-                    "after": top_valued_right(value1, own),
-                    "head_only": top_valued_right(value0_head_only, own),
-                },
-                "random_right": top_valued_right(None, own),
+                "auroc_by_depth": {when: auroc_by_depth(scored) for when, scored in own_steps.items()},
+                "top_valued_right": {when: top_valued_right(scored) for when, scored in own_steps.items()},
+                "random_right": random_pick_right(own),
             },
             "after": after,
             "control": control,
-            "auroc": {
-                "before": value_step_metrics(str(value0), rows)["auroc"],
-                "control": value_step_metrics(str(value_control), rows)["auroc"],
-            },
-            "auroc_by_depth": {"before": auroc_by_depth(value0, rows), "control": auroc_by_depth(value_control, rows)},
+            "auroc": {when: pooled_auroc(scored) for when, scored in held_out_steps.items()},
+            "auroc_by_depth": {when: auroc_by_depth(scored) for when, scored in held_out_steps.items()},
             "search_train": searched,
             "iteration_s": iteration_s,
             "stage_s": self.seconds,
         }
-        figures["auroc"]["after"] = value_step_metrics(str(value1), rows)["auroc"]
-        figures["auroc_by_depth"]["after"] = auroc_by_depth(value1, rows)
         cached.write_text(json.dumps(figures, indent=2))
         return figures
 
 
-def auroc_by_depth(value_dir: Path, rows: list[dict]) -> float:
+def step_values(value_dir: Path, rows: list[dict]) -> list[tuple[StepTrace, list[float]]]:
+    """Each row's trace with the value model's value after each of its steps. Every figure of one model on one set of
+    rows reads these, so that each model scores each set once."""
+    from transformers import AutoTokenizer
+
+    from alignment.value import load_value_model, score_traces, to_trace
+
+    model, tokenizer = load_value_model(value_dir), AutoTokenizer.from_pretrained(value_dir)
+    traces = [to_trace(row) for row in rows]
+    values = score_traces(model, tokenizer, [(trace.prompt, trace.steps) for trace in traces])
+    return list(zip(traces, values, strict=True))
+
+
+def pooled_auroc(scored: list[tuple[StepTrace, list[float]]]) -> float:
+    """The AUROC of the value against step correctness over every step of every trace."""
+    import numpy as np
+
+    from alignment.value import value_metrics
+
+    values = np.array([value for _, trace_values in scored for value in trace_values])
+    return value_metrics(values, np.array([q for trace, _ in scored for q in trace.q]))["auroc"]
+
+
+def auroc_by_depth(scored: list[tuple[StepTrace, list[float]]]) -> float:
     """The mean over step positions k of the AUROC of the value against step correctness among the k-th steps only:
     how well the value ranks what a search compares (siblings, or beams of one depth). ReST-MCTS*'s targets grow
     with depth on a right trace (v_k = k / K) while wrong steps pile up late, so the AUROC pooled over depths mixes
     in the depth, and falls below 0.5 for a value model that ranks every depth right."""
     import numpy as np
-    from transformers import AutoTokenizer
 
-    from alignment.value import auroc, load_value_model, score_traces, to_trace
+    from alignment.value import auroc
 
-    model, tokenizer = load_value_model(value_dir), AutoTokenizer.from_pretrained(value_dir)
-    traces = [to_trace(row) for row in rows]
-    values = score_traces(model, tokenizer, [(trace.prompt, trace.steps) for trace in traces])
     depths: dict[int, tuple[list[float], list[bool]]] = {}
-    for trace, trace_values in zip(traces, values, strict=True):
+    for trace, trace_values in scored:
         for depth, (value, q) in enumerate(zip(trace_values, trace.q, strict=True)):
             depths.setdefault(depth, ([], []))[0].append(value)
             depths[depth][1].append(q > 0)
@@ -239,40 +251,44 @@ def auroc_by_depth(value_dir: Path, rows: list[dict]) -> float:
     return float(np.mean(scores))
 
 
-def outcomes_by_prompt(value_dir: Path | None, rows: list[dict]) -> list[list[tuple[float, bool]]]:
-    """Per prompt, (final value, final answer right) of each of its traces; the value is 0 without `value_dir`."""
-    from transformers import AutoTokenizer
-
-    from alignment.value import load_value_model, score_traces, to_trace
+def outcomes_by_prompt(scored: list[tuple[StepTrace, list[float]]]) -> list[list[tuple[float, bool]]]:
+    """Per prompt, (final value, final answer right) of each of its traces."""
     from tiny_world.chains import final_answer_is_correct
 
-    traces = [to_trace(row) for row in rows]
-    if value_dir is None:
-        finals = [0.0] * len(traces)
-    else:
-        model, tokenizer = load_value_model(value_dir), AutoTokenizer.from_pretrained(value_dir)
-        finals = [v[-1] for v in score_traces(model, tokenizer, [(t.prompt, t.steps) for t in traces])]
     prompts: dict[str, list[tuple[float, bool]]] = {}
-    for row, trace, value in zip(rows, traces, finals, strict=True):
-        prompts.setdefault(json.dumps(row["prompt"]), []).append(
-            (value, final_answer_is_correct(row["prompt"], trace.steps))
+    for trace, values in scored:
+        prompts.setdefault(json.dumps(trace.prompt), []).append(
+            (values[-1], final_answer_is_correct(trace.prompt, trace.steps))
         )
     return list(prompts.values())
 
 
+def unscored(rows: list[dict]) -> list[tuple[StepTrace, list[float]]]:
+    """The rows' traces with every value 0: the figures that need no value model."""
+    from alignment.value import to_trace
+
+    return [(trace, [0.0] * len(trace.steps)) for trace in map(to_trace, rows)]
+
+
 def pass_rate(rows: list[dict]) -> float:
     """The share of prompts with at least one right trace among `rows` (the policy's samples: pass@N)."""
-    return statistics.fmean(any(right for _, right in o) for o in outcomes_by_prompt(None, rows))
+    return statistics.fmean(any(right for _, right in o) for o in outcomes_by_prompt(unscored(rows)))
 
 
-def top_valued_right(value_dir: Path | None, rows: list[dict]) -> float:
-    """Among the prompts whose distinct traces are mixed (some right, some wrong), the share whose highest-valued
-    trace is right: the value model's worth to best-of-N. Without `value_dir`, the share of right traces (a pick at
-    random)."""
-    mixed = [o for o in outcomes_by_prompt(value_dir, rows) if 0 < sum(right for _, right in o) < len(o)]
-    if value_dir is None:
-        return statistics.fmean(statistics.fmean(right for _, right in o) for o in mixed)
-    return statistics.fmean(max(o, key=lambda pair: pair[0])[1] for o in mixed)
+def mixed_prompts(scored: list[tuple[StepTrace, list[float]]]) -> list[list[tuple[float, bool]]]:
+    """The prompts whose distinct traces are mixed (some right, some wrong): where a value model's pick matters."""
+    return [o for o in outcomes_by_prompt(scored) if 0 < sum(right for _, right in o) < len(o)]
+
+
+def top_valued_right(scored: list[tuple[StepTrace, list[float]]]) -> float:
+    """Among the mixed prompts, the share whose highest-valued trace is right: the value model's worth to
+    best-of-N."""
+    return statistics.fmean(max(o, key=lambda pair: pair[0])[1] for o in mixed_prompts(scored))
+
+
+def random_pick_right(rows: list[dict]) -> float:
+    """Among the mixed prompts, the share of right traces: how often a trace picked at random is right."""
+    return statistics.fmean(statistics.fmean(right for _, right in o) for o in mixed_prompts(unscored(rows)))
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -343,11 +359,10 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
         "The policy's own held-out traces (8 sampled per prompt, pass@8 "
         f"{spread([o['pass_at_8'] for o in own], '{:.3f}')}): on the prompts whose traces are mixed, the "
         "highest-valued trace is right "
-        f"{spread([o['top_valued_right']['before'] for o in own], '{:.3f}')} of the time (after self-training "
-        f"{spread([o['top_valued_right']['after'] for o in own], '{:.3f}')}), against "
+        f"{spread([o['top_valued_right']['before'] for o in own], '{:.3f}')} of the time, against "
         f"{spread([o['random_right'] for o in own], '{:.3f}')} for a trace picked at random; the value's AUROC among "
-        f"the steps of one depth there is {spread([o['auroc_by_depth']['before'] for o in own], '{:.3f}')} "
-        f"(after {spread([o['auroc_by_depth']['after'] for o in own], '{:.3f}')}). The same value model with the "
+        f"the steps of one depth there is {spread([o['auroc_by_depth']['before'] for o in own], '{:.3f}')} (after "
+        "the iteration and in the control: the table below). The same value model with the "
         "head alone (`value_reads_likelihood: false`, same body, data and steps): top-valued trace right "
         f"{spread([o['top_valued_right']['head_only'] for o in own], '{:.3f}')}, AUROC among the steps of one depth "
         f"{spread([o['auroc_by_depth']['head_only'] for o in own], '{:.3f}')}.",
@@ -370,9 +385,19 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
             "value AUROC, held-out value traces, pooled over depths", per_seed, lambda f, when: f["auroc"][when]
         ),
         iteration_row(
-            "value AUROC among the steps of one depth, mean over depths",
+            "value AUROC among the steps of one depth, held-out value traces",
             per_seed,
             lambda f, when: f["auroc_by_depth"][when],
+        ),
+        iteration_row(
+            "value AUROC among the steps of one depth, the policy's own held-out traces",
+            per_seed,
+            lambda f, when: f["own_traces"]["auroc_by_depth"][when],
+        ),
+        iteration_row(
+            "top-valued trace right, the policy's own held-out traces (mixed prompts)",
+            per_seed,
+            lambda f, when: f["own_traces"]["top_valued_right"][when],
         ),
         "",
         "The iteration (dSFT of the policy and of the value body, value model, MCTS* over 200 training prompts, SFT "

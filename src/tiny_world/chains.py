@@ -13,14 +13,16 @@ value traces and for measuring a value model on steps.
 
 The numbers are 1-9 and the sums at most 54. The tiny policy of `recipes/tiny/rest_mcts/sft` (700 steps, about 3
 minutes on one core) still slips on some steps, mostly by adding the wrong number of the prompt, sometimes by
-misadding, mostly on the last step: on the 200 held-out prompts its greedy chain ends on the right answer 0.72 of the
-time (seed 0; 0.44-0.90 over seeds 0-2, `benchmarks/search.py`), 8 sampled chains hold a right one 0.79-0.98 of the
-time, and after 2,000 steps greedy is right on all of them (seed 0). The initial value traces err in the same two
-ways. Those last-step slips are systematic (for about 15% of the prompts no sample finds the last number), so a
-search that checks every step gains nothing over best-of-N there. `largest_number` draws the numbers from a wider
-range: at 1-29 the running totals carry more often and, on the seeds whose 700-step policy has learnt the task,
-the first errors spread over every step (`benchmarks/RESULTS.md`, "What the 1-29 table shows"). Held-out prompts
-are chains that no training prompt has.
+misadding, mostly on the last step: on the 200 held-out prompts its greedy chain ends on the right answer 0.72 of
+the time (seed 0; 0.44-0.90 over seeds 0-2, `benchmarks/search.py`), 8 sampled chains hold a right one 0.79-0.98 of
+the time, and after 2,000 steps greedy is right on all of them (seed 0). Those last-step slips are systematic (for
+about 15% of the prompts no sample finds the last number), so a search that checks every step gains nothing over
+best-of-N there. `largest_number` draws the numbers from a wider range: at 1-29 the running totals carry more often
+and, on the seeds whose 700-step policy has learnt the task, the first errors spread over every step
+(`benchmarks/RESULTS.md`, "What the 1-29 table shows"), and most misadds there are carry slips, off by 10. The
+initial value traces err the ways the policy's first errors fall on its own held-out chains (`erring_steps`): a
+wrong number, a misadd (a carry slip or off by 1-3), or a running total restated wrong. Held-out prompts are chains
+that no training prompt has.
 
     chain_prompt, chain_steps     one chain's prompt and its correct steps
     chain_rows                    SFT chats (`{"messages"}`) whose assistant reply is the steps
@@ -133,9 +135,10 @@ def chain_rows(chains: Sequence[Sequence[int]]) -> list[dict]:
 def erring_steps(
     numbers: Sequence[int], rng: random.Random, *, wrong_at: int | None, largest: int = LARGEST_NUMBER
 ) -> list[str]:
-    """The chain's steps with step `wrong_at` wrong (None: no error), in one of the two ways the tiny policy errs:
-    it adds a wrong number, or it misadds (the sum off by 1-3). Later steps go on correctly from the wrong total, as a
-    policy that slipped once would, so the final answer is wrong too.
+    """The chain's steps with step `wrong_at` wrong (None: no error), in one of the three ways the tiny policy's
+    first errors fall on its own chains: it adds a wrong number; it misadds, by a carry slip (off by 10) or by 1-3;
+    or it restates the running total wrong (off the same way) and adds on from there. Later steps go on correctly
+    from the wrong total, as a policy that slipped once would, so the final answer is wrong too.
 
     The wrong number (1..`largest`) is one that the prompt does not still hold: adding a later number early is no
     error by the final-answer rule (the policy can add the skipped one after it, and the sum is the same), so such a
@@ -143,16 +146,26 @@ def erring_steps(
     """
     steps, total = [], numbers[0]
     for index, number in enumerate(numbers[1:]):
-        if index == wrong_at and rng.random() < 0.5:
-            number = rng.choice([n for n in range(1, largest + 1) if n not in numbers[index + 1 :]])
-            result = total + number
+        if index != wrong_at:
+            steps.append(f"{total}+{number}={total + number}")
         else:
-            result = total + number
-            if index == wrong_at:
-                result += rng.choice([-3, -2, -1, 1, 2, 3])
-        steps.append(f"{total}+{number}={result}")
-        total = result
+            kind = rng.random()
+            if kind < 0.4:
+                number = rng.choice([n for n in range(1, largest + 1) if n not in numbers[index + 1 :]])
+                steps.append(f"{total}+{number}={total + number}")
+            elif kind < 0.8:
+                steps.append(f"{total}+{number}={_slipped(total + number, rng)}")
+            else:
+                total = _slipped(total, rng)
+                steps.append(f"{total}+{number}={total + number}")
+        total = int(steps[-1].rsplit("=", 1)[1])
     return steps
+
+
+def _slipped(right: int, rng: random.Random) -> int:
+    """`right` off by a carry slip (10) half the time, else by 1-3, and never below 0."""
+    offset = 10 if rng.random() < 0.5 else rng.randint(1, 3)
+    return right - offset if right - offset >= 0 and rng.random() < 0.5 else right + offset
 
 
 def value_rows(

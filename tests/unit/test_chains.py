@@ -1,6 +1,9 @@
 """The chained-addition task of the tiny world (`tiny_world.chains`): prompts, steps, the rule, the writers."""
 
 import json
+import re
+from collections import Counter
+from itertools import pairwise
 
 import pytest
 
@@ -71,6 +74,40 @@ def test_value_rows_are_rest_mcts_traces_that_go_wrong_for_good():
         assert trace.positive == all(correct) == final_answer_is_correct(row["prompt"], trace.steps)
         wrong += not all(correct)
     assert 0.45 < wrong / len(rows) < 0.75  # error_rate 0.6
+
+
+def test_value_rows_err_the_three_ways_the_policy_does():
+    """The first wrong step adds a wrong number, misadds (a carry slip of 10, or 1-3), or restates the running total
+    wrong and adds on from there; the rest of the trace goes on correctly from the wrong total."""
+    kinds, offsets = Counter(), Counter()
+    for row in value_rows(split_chains(1000, 1, seed=0, largest=29)[0], seed=1, largest=29):
+        numbers, steps = prompt_numbers(row["prompt"]), to_trace(row).steps
+        correct = step_correctness(row["prompt"], steps)
+        if all(correct):
+            continue
+        first = correct.index(False)
+        (total, added, result), right_total = (
+            [int(n) for n in re.split(r"[+=]", steps[first])],
+            sum(numbers[: first + 1]),
+        )
+        assert min(total, result) >= 0
+        if added != numbers[first + 1]:
+            kinds["wrong number"] += 1
+            assert total == right_total and result == total + added
+        elif total != right_total:
+            kinds["wrong total"] += 1
+            offsets[abs(total - right_total)] += 1
+            assert result == total + added
+        else:
+            kinds["misadd"] += 1
+            offsets[abs(result - total - added)] += 1
+        for step, later in pairwise(steps[first:]):  # onward from the wrong total, no second slip
+            later_total, later_added, later_result = (int(n) for n in re.split(r"[+=]", later))
+            assert later_total == int(step.rsplit("=", 1)[1]) and later_result == later_total + later_added
+    wrong = sum(kinds.values())
+    assert 0.33 < kinds["wrong number"] / wrong < 0.47 and 0.33 < kinds["misadd"] / wrong < 0.47
+    assert 0.14 < kinds["wrong total"] / wrong < 0.26
+    assert set(offsets) == {1, 2, 3, 10} and 0.4 < offsets[10] / sum(offsets.values()) < 0.6
 
 
 def test_write_chain_data_writes_every_split(tmp_path):
