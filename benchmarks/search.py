@@ -1,7 +1,7 @@
 """Value-guided search on the tiny world over seeds: greedy vs best-of-N vs beam vs MCTS* at equal token budget on
 held-out prompts, and one ReST-MCTS* self-training iteration (policy greedy accuracy and value AUROC before/after).
 
-    python benchmarks/search.py                          # seeds 0 1 2 (about 15 min per seed on one core)
+    python benchmarks/search.py                          # seeds 0 1 2 (about 45 min per seed on one core)
     python benchmarks/search.py --seeds 0 --threads 1    # one seed, on a machine shared with other jobs
     python benchmarks/search.py --work_dir /tmp/search   # an interrupted benchmark continues where it stopped
     python benchmarks/search.py --largest_number 29      # chains of numbers 1-29: errors on every step
