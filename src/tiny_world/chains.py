@@ -146,19 +146,19 @@ def erring_steps(
     """
     steps, total = [], numbers[0]
     for index, number in enumerate(numbers[1:]):
-        if index != wrong_at:
-            steps.append(f"{total}+{number}={total + number}")
-        else:
+        result = total + number
+        if index == wrong_at:
             kind = rng.random()
             if kind < 0.4:
                 number = rng.choice([n for n in range(1, largest + 1) if n not in numbers[index + 1 :]])
-                steps.append(f"{total}+{number}={total + number}")
+                result = total + number
             elif kind < 0.8:
-                steps.append(f"{total}+{number}={_slipped(total + number, rng)}")
+                result = _slipped(result, rng)
             else:
                 total = _slipped(total, rng)
-                steps.append(f"{total}+{number}={total + number}")
-        total = int(steps[-1].rsplit("=", 1)[1])
+                result = total + number
+        steps.append(f"{total}+{number}={result}")
+        total = result
     return steps
 
 
