@@ -114,19 +114,24 @@ def test_beam_keeps_the_best_partial_trace_by_value():
     assert not result.root.children["2+3=6"].children
 
 
-def test_mcts_selects_expands_evaluates_and_backs_up():
+def test_mcts_selects_expands_evaluates_and_backs_up_until_nothing_is_left_to_expand():
     scorer = TableScorer()
-    config = SearchConfig(algorithm="mcts", num_candidates=2, exploration=0.5, max_rollouts=3, token_budget=1000)
+    config = SearchConfig(algorithm="mcts", num_candidates=2, exploration=0.5, max_rollouts=1000, token_budget=1000)
     result = mcts(PROMPT, ScriptedPolicy(), scorer, config)
     assert result.chosen.steps == ["2+3=5", "5+4=9"]
-    # Round 1 expands the root (6 + 6 tokens), round 2 the 2+3=5 child (6 + 6), round 3 selects the finished 5+4=9.
-    assert result.generated_tokens == 24
-    assert (result.value_calls, result.scored_tokens) == (4, 6)
-    root, right = result.root, result.root.children["2+3=5"]
+    # Round 1 expands the root (6 + 6 tokens), round 2 the 2+3=5 child (6 + 6), whose two finishes exhaust it, so
+    # round 3 expands the 2+3=6 child instead of selecting a finished trace again (7 + 7: one child, its duplicate
+    # merged). The whole tree is then exhausted and the search stops, far under its budget and round cap.
+    assert result.generated_tokens == 38
+    assert (result.value_calls, result.scored_tokens) == (5, 8)
+    root, right, wrong = result.root, result.root.children["2+3=5"], result.root.children["2+3=6"]
+    assert root.exhausted and right.exhausted and wrong.exhausted
     finish = right.children["5+4=9"]
-    assert (root.visits, right.visits, finish.visits, right.children["5+4=8"].visits) == (3, 3, 2, 1)
-    assert right.mean_value == pytest.approx((0.95 * 2 + 0.2) / 3)
-    assert root.mean_value == pytest.approx((0.1 * 1 + right.mean_value * 3) / 4)
+    assert (root.visits, right.visits, finish.visits, right.children["5+4=8"].visits) == (3, 2, 1, 1)
+    assert (wrong.visits, wrong.children["6+4=10"].visits) == (2, 1)
+    assert right.mean_value == pytest.approx((0.95 + 0.2) / 2)
+    assert wrong.mean_value == pytest.approx(0.05)
+    assert root.mean_value == pytest.approx((0.05 * 2 + right.mean_value * 2) / 4)
 
 
 def test_mcts_stops_at_its_token_budget_and_completes_the_best_leaf_greedily():
@@ -148,15 +153,22 @@ def test_uct_prefers_the_value_then_the_less_visited_child():
     assert uct_child(root, exploration=1.0) is b
 
 
-def test_backup_takes_the_visit_weighted_mean_of_the_children():
+def test_backup_takes_the_visit_weighted_mean_of_the_children_and_marks_exhausted_subtrees():
     root = Node(visits=1)
     a = root.children["a"] = Node("a", parent=root, depth=1, visits=1, mean_value=0.2)
-    a1 = a.children["x"] = Node("x", parent=a, depth=2, visits=1, mean_value=1.0)
-    a.children["y"] = Node("y", parent=a, depth=2, visits=3, mean_value=0.0)
+    a1 = a.children["x"] = Node("x", parent=a, depth=2, visits=1, mean_value=1.0, terminal=True, exhausted=True)
+    y = a.children["y"] = Node("y", parent=a, depth=2, visits=3, mean_value=0.0)
     backup(a)
     assert a.visits == 2 and a.mean_value == pytest.approx(0.25)
     assert root.visits == 2 and root.mean_value == pytest.approx(0.25)
     assert a1.visits == 1  # nodes below the backed-up one are untouched
+    assert not a.exhausted and not root.exhausted  # y is still open
+    y.exhausted = True
+    backup(a)
+    assert a.exhausted and root.exhausted
+    # UCT never picks an exhausted child, whatever its value.
+    b = root.children["b"] = Node("b", parent=root, depth=1, visits=1, mean_value=-1.0)
+    assert uct_child(root, exploration=0.0) is b
 
 
 def test_a_blank_step_ends_the_trace_and_a_step_limit_makes_it_terminal():

@@ -20,12 +20,16 @@ value targets once the finished traces are verified.
   down from the root to the child with the highest `V(child) + c * sqrt(2 ln N(parent) / N(child))` while the node is
   expanded, *expands* it with `num_candidates` sampled steps, *evaluates* each new child with the value model (its
   `V`, one visit), and *backs up*: every node on the path gets one more visit and `V` = the visit-weighted mean of
-  its children's `V`. A selected terminal node is backed up without expansion. Rounds run until `token_budget` policy
-  tokens are spent or `max_rollouts` rounds are done; the highest-valued terminal node is chosen, and when none was
+  its children's `V`. Selection skips *exhausted* subtrees, those with nothing left to expand: a finished trace, or a
+  node all of whose children are exhausted. Rounds run until `token_budget` policy tokens are spent, the whole tree
+  is exhausted or `max_rollouts` rounds are done; the highest-valued terminal node is chosen, and when none was
   reached the highest-valued leaf is completed greedily. Differences from the authors' code, where the paper leaves
   them open: no simulation (their optional greedy roll-out; the brief and the paper use the value model as the leaf
   evaluation), so a new child starts with one visit rather than none; no early stop at a value threshold
-  (`end_gate`): the budget is the comparison's; ties in UCT go to the first child, not a random one.
+  (`end_gate`): the budget is the comparison's; a finished trace is not selected again (their value-sampling mode
+  re-selects it and skips the expansion, a round that adds a visit and costs no token, so that on 1-29 chains the
+  search spent about 150 of a 278-token budget and then re-selected finished traces until `max_rollouts`); ties in
+  UCT go to the first child, not a random one.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Node:
     value: float | None = None  # the value model's estimate after this step (None: never scored)
     visits: int = 0  # mcts: N
     mean_value: float = 0.0  # mcts: V, the visit-weighted mean of the children's V (the leaf's own value at first)
+    exhausted: bool = False  # mcts: nothing below is left to expand (a finished leaf, or every child exhausted)
 
     @property
     def path(self) -> list[Node]:
@@ -203,22 +208,26 @@ def beam(prompt: Prompt, policy: StepPolicy, scorer: StepScorer | None, config: 
 
 
 def uct_child(node: Node, exploration: float) -> Node:
-    """The child with the highest `V + c * sqrt(2 ln N(node) / N(child))` (the first one on ties)."""
+    """Of the children not exhausted, the one with the highest `V + c * sqrt(2 ln N(node) / N(child))` (the first
+    one on ties)."""
     log_visits = math.log(max(node.visits, 1))
     return max(
-        node.children.values(),
+        (child for child in node.children.values() if not child.exhausted),
         key=lambda child: child.mean_value + exploration * math.sqrt(2 * log_visits / child.visits),
     )
 
 
 def backup(node: Node) -> None:
-    """From `node` up to the root: one more visit each, and `V` = the visit-weighted mean of the children's `V`."""
+    """From `node` up to the root: one more visit each, `V` = the visit-weighted mean of the children's `V`, and
+    exhausted once it is a finished leaf or every child is exhausted."""
     while node is not None:
         node.visits += 1
         visited = [child for child in node.children.values() if child.visits]
         if visited:
             total = sum(child.visits for child in visited)
             node.mean_value = sum(child.mean_value * child.visits for child in visited) / total
+        children = node.children.values()
+        node.exhausted = (node.terminal or bool(children)) and all(child.exhausted for child in children)
         node = node.parent
 
 
@@ -227,18 +236,17 @@ def mcts(prompt: Prompt, policy: StepPolicy, scorer: StepScorer | None, config: 
     search = _Search(prompt, policy, scorer, config)
     root = search.result.root
     for _ in range(config.max_rollouts):
-        if search.result.generated_tokens >= config.token_budget:
+        if search.result.generated_tokens >= config.token_budget or root.exhausted:
             break
         node = root
-        while node.children and not node.terminal:
+        while node.children:  # down to a leaf that is not finished (exhausted subtrees are skipped)
             node = uct_child(node, config.exploration)
-        if not node.terminal:
-            (row,) = search.propose([node], config.num_candidates)
-            children = [child for child in (search.grow(node, p) for p in row) if child is not None]
-            new = [child for child in dict.fromkeys(children) if child.visits == 0]
-            search.evaluate(new)
-            for child in new:
-                child.visits = 1
+        (row,) = search.propose([node], config.num_candidates)
+        children = [child for child in (search.grow(node, p) for p in row) if child is not None]
+        new = [child for child in dict.fromkeys(children) if child.visits == 0]
+        search.evaluate(new)
+        for child in new:
+            child.visits, child.exhausted = 1, child.terminal
         backup(node)
     ends = [node for node in root.nodes() if node.terminal]
     if ends:

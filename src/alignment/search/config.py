@@ -45,8 +45,9 @@ class SearchConfig:
     max_rollouts: int = field(
         default=1000,
         metadata={
-            "help": "mcts: at most this many select-expand-backup rounds per prompt. A round that selects a finished "
-            "trace costs no tokens (it only adds a visit), so `token_budget` is what normally ends the search."
+            "help": "mcts: at most this many select-expand-backup rounds per prompt. Every round expands a node "
+            "(a finished trace is never selected again), so `token_budget`, or a tree with nothing left to expand, "
+            "normally ends the search first."
         },
     )
     exploration: float = field(
