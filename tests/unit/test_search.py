@@ -153,18 +153,24 @@ def test_uct_prefers_the_value_then_the_less_visited_child():
     assert uct_child(root, exploration=1.0) is b
 
 
-def test_backup_takes_the_visit_weighted_mean_of_the_children_and_marks_exhausted_subtrees():
+def test_backup_takes_the_visit_weighted_mean_of_the_children():
     root = Node(visits=1)
     a = root.children["a"] = Node("a", parent=root, depth=1, visits=1, mean_value=0.2)
-    a1 = a.children["x"] = Node("x", parent=a, depth=2, visits=1, mean_value=1.0, terminal=True, exhausted=True)
-    y = a.children["y"] = Node("y", parent=a, depth=2, visits=3, mean_value=0.0)
+    a1 = a.children["x"] = Node("x", parent=a, depth=2, visits=1, mean_value=1.0, terminal=True)
+    a.children["y"] = Node("y", parent=a, depth=2, visits=3, mean_value=0.0)
     backup(a)
     assert a.visits == 2 and a.mean_value == pytest.approx(0.25)
     assert root.visits == 2 and root.mean_value == pytest.approx(0.25)
     assert a1.visits == 1  # nodes below the backed-up one are untouched
+
+
+def test_a_subtree_is_exhausted_once_every_leaf_below_is_finished_and_uct_skips_it():
+    root = Node(visits=2)
+    a = root.children["a"] = Node("a", parent=root, depth=1, visits=2, mean_value=0.25)
+    a.children["x"] = Node("x", parent=a, depth=2, visits=1, mean_value=1.0, terminal=True)
+    y = a.children["y"] = Node("y", parent=a, depth=2, visits=3, mean_value=0.0)
     assert not a.exhausted and not root.exhausted  # y is still open
-    y.exhausted = True
-    backup(a)
+    y.terminal = True
     assert a.exhausted and root.exhausted
     # UCT never picks an exhausted child, whatever its value.
     b = root.children["b"] = Node("b", parent=root, depth=1, visits=1, mean_value=-1.0)
