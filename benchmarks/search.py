@@ -9,9 +9,9 @@ held-out prompts, and one ReST-MCTS* self-training iteration (policy greedy accu
 Seed `s` builds its own tiny world (`build_tiny_world(seed=s)`, `write_chain_data(seed=s)`: tokenizer, initial
 weights and chains) and runs the iteration of `recipes/tiny/rest_mcts.yaml` with `seed: s` and only paths
 overridden, each stage the script a user types (`alignment.pipeline`, so a finished run is reused):
-dSFT -> dSFT of the value model's 8-layer body -> value model -> MCTS* over training prompts -> SFT on the verified
-traces + value training on the tree's targets. On the 200 held-out prompts (chains no training prompt has) it then
-runs `scripts/run_search.py`:
+dSFT -> dSFT of the value model's 8-layer body -> value model -> MCTS* over the self-training prompts (chains no dSFT
+chat holds) -> SFT on the verified traces + value training on the tree's targets. On the 200 held-out prompts (chains
+no training prompt has) it then runs `scripts/run_search.py`:
 
 * with the iteration-0 models, `greedy`, `best_of_n` (N = 8), `beam` (2 beams x 8 candidates: about best-of-N's
   tokens where the policy's samples of one step are mostly duplicates, up to twice them where they are distinct),
@@ -400,8 +400,8 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
             lambda f, when: f["own_traces"]["top_valued_right"][when],
         ),
         "",
-        "The iteration (dSFT of the policy and of the value body, value model, MCTS* over 200 training prompts, SFT "
-        "and value training on what it found) "
+        "The iteration (dSFT of the policy and of the value body, value model, MCTS* over 200 self-training prompts, "
+        "SFT and value training on what it found) "
         f"took {spread([f['iteration_s'] / 60 for f in per_seed], '{:.1f}')} min per seed; the training search kept "
         f"{spread([f['search_train']['sft_rows'] for f in per_seed], '{:.0f}')} verified traces and "
         f"{spread([f['search_train']['traces'] for f in per_seed], '{:.0f}')} value traces.",

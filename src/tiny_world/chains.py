@@ -22,7 +22,8 @@ and, on the seeds whose 700-step policy has learnt the task, the first errors sp
 (`benchmarks/RESULTS.md`, "What the 1-29 table shows"), and most misadds there are carry slips, off by 10. The
 initial value traces err the ways the policy's first errors fall on its own held-out chains (`erring_steps`): a
 wrong number, a misadd (a carry slip or off by 1-3), or a running total restated wrong. Held-out prompts are chains
-that no training prompt has.
+that no training prompt has, and the self-training prompts (`prompts/train`) chains that neither has, so that
+self-training finds solutions the dSFT data does not hold.
 
     chain_prompt, chain_steps     one chain's prompt and its correct steps
     chain_rows                    SFT chats (`{"messages"}`) whose assistant reply is the steps
@@ -37,6 +38,7 @@ import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from tiny_world.build import write_jsonl_splits
 
@@ -100,23 +102,39 @@ def random_numbers(
     return tuple(rng.choice(range(1, largest + 1)) for _ in range(rng.randint(*steps) + 1))
 
 
+class ChainSplits(NamedTuple):
+    """The chains of one world: `train` for dSFT and the initial value traces, `test` held out to measure search,
+    `search` the self-training prompts (answers only: no SFT chat or value trace has their chains)."""
+
+    train: list[tuple[int, ...]]
+    test: list[tuple[int, ...]]
+    search: list[tuple[int, ...]]
+
+
 def split_chains(
-    n_train: int, n_test: int, seed: int, largest: int = LARGEST_NUMBER
-) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-    """Disjoint train and held-out chains of numbers 1..`largest` (no held-out chain is a training chain), drawn with
-    `seed`."""
+    n_train: int, n_test: int, seed: int, largest: int = LARGEST_NUMBER, n_search: int = 0
+) -> ChainSplits:
+    """Train, held-out and self-training chains of numbers 1..`largest`, drawn with `seed`: no held-out or
+    self-training chain is a training chain, and none is in both. They are drawn in that order (held-out, train,
+    self-training) from one stream, so `n_search` leaves the other two unchanged."""
     rng = random.Random(seed)
-    test: list[tuple[int, ...]] = []
-    while len(test) < n_test:
-        chain = random_numbers(rng, largest=largest)
-        if chain not in test:
-            test.append(chain)
+
+    def unique(count: int, taken: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        chains: list[tuple[int, ...]] = []
+        while len(chains) < count:
+            chain = random_numbers(rng, largest=largest)
+            if chain not in taken:
+                taken.add(chain)
+                chains.append(chain)
+        return chains
+
+    test = unique(n_test, set())
     held_out, train = set(test), []
-    while len(train) < n_train:
+    while len(train) < n_train:  # training chains may repeat, as a corpus does
         chain = random_numbers(rng, largest=largest)
         if chain not in held_out:
             train.append(chain)
-    return train, test
+    return ChainSplits(train, test, unique(n_search, held_out | set(train)))
 
 
 def chain_rows(chains: Sequence[Sequence[int]]) -> list[dict]:
@@ -200,6 +218,7 @@ def write_chain_data(
     seed: int = 0,
     num_train: int = 2000,
     num_test: int = 200,
+    num_search: int = 200,
     largest_number: int = LARGEST_NUMBER,
 ) -> Path:
     """Write under `output_dir`:
@@ -208,9 +227,11 @@ def write_chain_data(
         value/     initial value traces with per-step Q (train, test)
         prompts/   the prompts alone: `train` to search for self-training data, `test` held out to measure search
 
-    `prompts/train` are the first 200 (at most) training chains and `prompts/test` the held-out ones. The numbers are
-    1..`largest_number`: above 9 the running totals carry more often and the tiny policy errs on every step, not
-    mostly on the last (see `benchmarks/RESULTS.md`).
+    `prompts/train` are `num_search` self-training chains whose gold steps no SFT chat or value trace holds (the
+    ReST-MCTS* setting: a question and its answer, no solution), so the verified traces a search finds there are data
+    the dSFT policy never saw, and `prompts/test` the held-out ones. The numbers are 1..`largest_number`: above 9 the
+    running totals carry more often and the tiny policy errs on every step, not mostly on the last (see
+    `benchmarks/RESULTS.md`).
     """
     if largest_number <= STEPS[1]:
         raise ValueError(
@@ -218,7 +239,7 @@ def write_chain_data(
             "the prompt's remaining numbers always exists."
         )
     output_dir = Path(output_dir)
-    train, test = split_chains(num_train, num_test, seed, largest_number)
+    train, test, search = split_chains(num_train, num_test, seed, largest_number, n_search=num_search)
     write_jsonl_splits(output_dir / "sft", {"train": chain_rows(train), "test": chain_rows(test)})
     write_jsonl_splits(
         output_dir / "value",
@@ -227,5 +248,5 @@ def write_chain_data(
             "test": value_rows(test, seed + 2, largest=largest_number),
         },
     )
-    write_jsonl_splits(output_dir / "prompts", {"train": prompt_rows(train[:200]), "test": prompt_rows(test)})
+    write_jsonl_splits(output_dir / "prompts", {"train": prompt_rows(search), "test": prompt_rows(test)})
     return output_dir

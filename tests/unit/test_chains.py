@@ -48,11 +48,13 @@ def test_step_correctness_stays_false_after_the_first_wrong_step():
     assert step_correctness(prompt, ["7+5=12", "12+9=21", "21+3=24", "24+1=25"]) == [True, True, True, False]
 
 
-def test_held_out_chains_are_not_training_chains():
-    train, test = split_chains(500, 100, seed=0)
-    assert len(train) == 500 and len(set(test)) == 100
-    assert not set(train) & set(test)
-    assert all(4 <= len(chain) <= 6 and all(1 <= n <= 9 for n in chain) for chain in train + test)
+def test_held_out_and_self_training_chains_are_not_training_chains_nor_each_other():
+    train, test, search = split_chains(500, 100, seed=0, n_search=150)
+    assert len(train) == 500 and len(set(test)) == 100 and len(set(search)) == 150
+    assert not set(train) & set(test) and not set(search) & (set(train) | set(test))
+    assert all(4 <= len(chain) <= 6 and all(1 <= n <= 9 for n in chain) for chain in train + test + search)
+    # The self-training chains are drawn last: asking for them leaves the dSFT and held-out chains as they were.
+    assert split_chains(500, 100, seed=0)[:2] == (train, test)
 
 
 def test_sft_rows_reply_with_the_steps_one_per_line():
@@ -64,7 +66,7 @@ def test_sft_rows_reply_with_the_steps_one_per_line():
 
 
 def test_value_rows_are_rest_mcts_traces_that_go_wrong_for_good():
-    rows = value_rows(split_chains(300, 1, seed=0)[0], seed=1)
+    rows = value_rows(split_chains(300, 1, seed=0).train, seed=1)
     wrong = 0
     for row in rows:
         assert value_row_problem(row) is None
@@ -80,7 +82,7 @@ def test_value_rows_err_the_three_ways_the_policy_does():
     """The first wrong step adds a wrong number, misadds (a carry slip of 10, or 1-3), or restates the running total
     wrong and adds on from there; the rest of the trace goes on correctly from the wrong total."""
     kinds, offsets = Counter(), Counter()
-    for row in value_rows(split_chains(1000, 1, seed=0, largest=29)[0], seed=1, largest=29):
+    for row in value_rows(split_chains(1000, 1, seed=0, largest=29).train, seed=1, largest=29):
         numbers, steps = prompt_numbers(row["prompt"]), to_trace(row).steps
         correct = step_correctness(row["prompt"], steps)
         if all(correct):
@@ -111,13 +113,21 @@ def test_value_rows_err_the_three_ways_the_policy_does():
 
 
 def test_write_chain_data_writes_every_split(tmp_path):
-    write_chain_data(tmp_path, num_train=50, num_test=10)
+    write_chain_data(tmp_path, num_train=50, num_test=10, num_search=30)
     for folder in ("sft", "value", "prompts"):
         assert {p.name for p in (tmp_path / folder).iterdir()} == {"train.jsonl", "test.jsonl"}
     prompts = prompts_from_rows(read_rows(str(tmp_path / "prompts" / "test.jsonl")))
     sft = [json.loads(line) for line in (tmp_path / "sft" / "test.jsonl").read_text().splitlines()]
     assert prompts == [row["messages"][:1] for row in sft]
-    assert len(read_rows(str(tmp_path / "prompts" / "train.jsonl"))) == 50
+    # The self-training prompts are answers-only questions: no SFT chat or value trace, train or test, holds one.
+    searched = {tuple(prompt_numbers(row["prompt"])) for row in read_rows(str(tmp_path / "prompts" / "train.jsonl"))}
+    solved = {
+        tuple(prompt_numbers(row["messages"] if folder == "sft" else row["prompt"]))
+        for folder in ("sft", "value")
+        for split in ("train", "test")
+        for row in read_rows(str(tmp_path / folder / f"{split}.jsonl"))
+    }
+    assert len(searched) == 30 and len(solved) > 50 and not solved & searched
 
 
 def test_largest_number_widens_the_numbers_and_the_wrong_ones(tmp_path):
