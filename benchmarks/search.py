@@ -5,6 +5,8 @@ held-out prompts, and one ReST-MCTS* self-training iteration (policy greedy accu
     python benchmarks/search.py --seeds 0 --threads 1    # one seed, on a machine shared with other jobs
     python benchmarks/search.py --work_dir /tmp/search   # an interrupted benchmark continues where it stopped
     python benchmarks/search.py --largest_number 29      # chains of numbers 1-29: errors on every step
+    python benchmarks/search.py --largest_number 29 --num_train 500 --num_search 1000   # solutions scarcer than
+                                                         # questions: what self-training can add to dSFT
 
 Seed `s` builds its own tiny world (`build_tiny_world(seed=s)`, `write_chain_data(seed=s)`: tokenizer, initial
 weights and chains) and runs the iteration of `recipes/tiny/rest_mcts.yaml` with `seed: s` and only paths
@@ -47,6 +49,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # `python benchmarks/search.py` puts benchmarks/ on the path, not the repository that holds the packages.
@@ -73,10 +76,40 @@ WHEN = ("before", "after", "control")
 TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions{task})"
 
 
+@dataclass(frozen=True)
+class ChainsTask:
+    """The chains a benchmark runs on (`tiny_world.chains.write_chain_data`): the default, or a variant with its own
+    folders, command flags and RESULTS.md section, so that no run of one task is reused for another."""
+
+    largest_number: int = 9
+    num_train: int = 2000  # dSFT chats (and initial value traces): the worked solutions
+    num_search: int = 200  # self-training prompts: questions with answers only
+
+    def changed(self) -> dict[str, int]:
+        """The fields that differ from the default task."""
+        return {name: value for name, value in asdict(self).items() if value != getattr(ChainsTask(), name)}
+
+    def folder(self, seed: int) -> str:
+        suffix = {"largest_number": "numbers", "num_train": "train", "num_search": "search"}
+        return f"seed{seed}" + "".join(f"_{suffix[name]}{value}" for name, value in self.changed().items())
+
+    def flags(self) -> str:
+        return "".join(f" --{name} {value}" for name, value in self.changed().items())
+
+    def title(self) -> str:
+        """The variant in the section's title: "" for the default."""
+        words = {
+            "largest_number": f"numbers 1-{self.largest_number}",
+            "num_train": f"{self.num_train} dSFT chats",
+            "num_search": f"{self.num_search} self-training prompts",
+        }
+        return "".join(f", {words[name]}" for name in self.changed())
+
+
 class SeedRuns:
     """The world and runs of one seed under `root`, each run reused when finished."""
 
-    def __init__(self, root: Path, seed: int, largest_number: int):
+    def __init__(self, root: Path, seed: int, task: ChainsTask):
         from tiny_world import build_tiny_world, write_chain_data
 
         self.root, self.seed = root, seed
@@ -84,7 +117,7 @@ class SeedRuns:
         if not (self.world / "base" / "config.json").is_file():
             build_tiny_world(self.world, seed=seed)
         if not (self.world / "chains" / "prompts" / "test.jsonl").is_file():
-            write_chain_data(self.world / "chains", seed=seed, largest_number=largest_number)
+            write_chain_data(self.world / "chains", seed=seed, **asdict(task))
         # Seconds of each stage this seed trained or searched, kept across calls (a reused run costs nothing again).
         self.seconds_file = root / "stage_seconds.json"
         self.seconds: dict[str, float] = (
@@ -400,7 +433,8 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
             lambda f, when: f["own_traces"]["top_valued_right"][when],
         ),
         "",
-        "The iteration (dSFT of the policy and of the value body, value model, MCTS* over 200 self-training prompts, "
+        "The iteration (dSFT of the policy and of the value body, value model, MCTS* over "
+        f"{spread([f['search_train']['prompts'] for f in per_seed], '{:.0f}')} self-training prompts, "
         "SFT and value training on what it found) "
         f"took {spread([f['iteration_s'] / 60 for f in per_seed], '{:.1f}')} min per seed; the training search kept "
         f"{spread([f['search_train']['sft_rows'] for f in per_seed], '{:.0f}')} verified traces and "
@@ -418,6 +452,8 @@ def main() -> None:
     parser.add_argument(
         "--largest_number", type=int, default=9, help="chains of numbers 1..this (`tiny_world.chains`; at most 99)"
     )
+    parser.add_argument("--num_train", type=int, default=2000, help="dSFT chats and initial value traces")
+    parser.add_argument("--num_search", type=int, default=200, help="self-training prompts (answers only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -425,21 +461,14 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not 5 < args.largest_number < 100:
         parser.error(f"--largest_number {args.largest_number}: must be 6-99 (the recipes' lengths fit two digits)")
+    if args.num_train < 1 or args.num_search < 1:
+        parser.error(f"--num_train {args.num_train} --num_search {args.num_search}: each must be at least 1")
+    task = ChainsTask(args.largest_number, args.num_train, args.num_search)
     start = time.perf_counter()
-    # A world of other numbers gets its own folders: no run of one task is reused for another.
-    variant = args.largest_number != 9
-    figures = {
-        seed: SeedRuns(
-            Path(args.work_dir) / (f"seed{seed}_numbers{args.largest_number}" if variant else f"seed{seed}"),
-            seed,
-            args.largest_number,
-        ).figures()
-        for seed in args.seeds
-    }
+    figures = {seed: SeedRuns(Path(args.work_dir) / task.folder(seed), seed, task).figures() for seed in args.seeds}
     minutes = (time.perf_counter() - start) / 60
-    command = f"python benchmarks/search.py --seeds {' '.join(map(str, args.seeds))}"
-    command += f" --largest_number {args.largest_number}" if variant else ""
-    text = section(figures, command, f", numbers 1-{args.largest_number}" if variant else "")
+    command = f"python benchmarks/search.py --seeds {' '.join(map(str, args.seeds))}{task.flags()}"
+    text = section(figures, command, task.title())
     output = Path(args.output)
     output.write_text(with_sections_replaced(output.read_text() if output.is_file() else None, [text]))
     print(text)
