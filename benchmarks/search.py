@@ -449,11 +449,15 @@ def main() -> None:
     parser.add_argument("--work_dir", default="outputs/search_benchmark", help="worlds and runs, one folder per seed")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every run (default: the library's)")
     parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"))
+    default = ChainsTask()
     parser.add_argument(
-        "--largest_number", type=int, default=9, help="chains of numbers 1..this (`tiny_world.chains`; at most 99)"
+        "--largest_number",
+        type=int,
+        default=default.largest_number,
+        help="chains of numbers 1..this (`tiny_world.chains`; at most 99)",
     )
-    parser.add_argument("--num_train", type=int, default=2000, help="dSFT chats and initial value traces")
-    parser.add_argument("--num_search", type=int, default=200, help="self-training prompts (answers only)")
+    parser.add_argument("--num_train", type=int, default=default.num_train, help="dSFT chats, initial value traces")
+    parser.add_argument("--num_search", type=int, default=default.num_search, help="self-training prompts")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
