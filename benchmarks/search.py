@@ -5,8 +5,9 @@ held-out prompts, and one ReST-MCTS* self-training iteration (policy greedy accu
     python benchmarks/search.py --seeds 0 --threads 1    # one seed, on a machine shared with other jobs
     python benchmarks/search.py --work_dir /tmp/search   # an interrupted benchmark continues where it stopped
     python benchmarks/search.py --largest_number 29      # chains of numbers 1-29: errors on every step
-    python benchmarks/search.py --largest_number 29 --num_train 500 --num_search 1000   # solutions scarcer than
-                                                         # questions: what self-training can add to dSFT
+    python benchmarks/search.py --num_train 500 --num_search 1000   # solutions scarcer than questions: what
+                                                         # self-training can add to dSFT (at 1-29, 500 chats
+                                                         # leave the policy at 0.055 greedy: nothing to search)
 
 Seed `s` builds its own tiny world (`build_tiny_world(seed=s)`, `write_chain_data(seed=s)`: tokenizer, initial
 weights and chains) and runs the iteration of `recipes/tiny/rest_mcts.yaml` with `seed: s` and only paths
@@ -33,7 +34,10 @@ no training prompt has) it then runs `scripts/run_search.py`:
 * the value model's AUROC (value vs step correctness) on the held-out value traces, before, after and in the
   control, pooled over every step and among the steps of one depth (`auroc_by_depth`: what a search compares), and
   the same three models by depth and by top-valued trace on the policy's own traces (each model scores each set of
-  traces once, `step_values`).
+  traces once, `step_values`);
+* paired on the held-out prompts (`PAIRS`: beam 1x8 against best-of-8, best-of-8 against greedy, and the policy and
+  MCTS* after the iteration against before and against the control): how many prompts only one of the two runs gets
+  right, and the exact sign test of that split, so that a difference of a few points is told apart from noise.
 
 Accuracy is the share of chosen traces whose final answer is right (`tiny_world.chains:final_answer_is_correct`).
 The tables give min / median / max over seeds; they replace their own section of `benchmarks/RESULTS.md` (`--output`)
@@ -45,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import statistics
 import sys
@@ -73,6 +78,15 @@ ALGORITHMS = {
 }
 # The columns of the iteration table.
 WHEN = ("before", "after", "control")
+# The paired comparisons on the held-out prompts: (label, run A, run B), two held-out searches of one seed whose
+# per-prompt outcomes are compared, so that a difference of a few points is told apart from the noise of 200 prompts.
+PAIRS = (
+    ("beam 1x8 vs best-of-8", "test_beam_1x8", "test_best_of_n"),
+    ("best-of-8 vs greedy", "test_best_of_n", "test_greedy"),
+    ("greedy: after the iteration vs before", "test_greedy_iter1", "test_greedy"),
+    ("greedy: after the iteration vs the control", "test_greedy_iter1", "test_greedy_control"),
+    ("MCTS*: after the iteration vs the control", "test_mcts_iter1", "test_mcts_control"),
+)
 TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions{task})"
 
 
@@ -235,12 +249,31 @@ class SeedRuns:
             "control": control,
             "auroc": {when: pooled_auroc(scored) for when, scored in held_out_steps.items()},
             "auroc_by_depth": {when: auroc_by_depth(scored) for when, scored in held_out_steps.items()},
+            "paired": {label: discordant(self.root / a, self.root / b) for label, a, b in PAIRS},
             "search_train": searched,
             "iteration_s": iteration_s,
             "stage_s": self.seconds,
         }
         cached.write_text(json.dumps(figures, indent=2))
         return figures
+
+
+def discordant(run_a: Path, run_b: Path) -> list[int]:
+    """[prompts search `run_a` got right and `run_b` wrong, the reverse]: the two runs' `progress.jsonl` records (one
+    per prompt, in prompt order) compared prompt by prompt."""
+    from alignment.data import read_rows
+
+    a, b = (read_rows(run / "progress.jsonl") for run in (run_a, run_b))
+    pairs = [(x["correct"], y["correct"]) for x, y in zip(a, b, strict=True)]
+    return [sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)]
+
+
+def sign_test(a_only: int, b_only: int) -> float:
+    """The exact two-sided sign test (McNemar's exact test) of `a_only` against `b_only` discordant prompts: the
+    chance of a split at least this uneven if either run were as likely as the other to be the one right."""
+    pairs = a_only + b_only
+    tail = sum(math.comb(pairs, k) for k in range(min(a_only, b_only) + 1)) / 2**pairs
+    return min(1.0, 2 * tail)
 
 
 def step_values(value_dir: Path, rows: list[dict]) -> list[tuple[StepTrace, list[float]]]:
@@ -400,6 +433,22 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
         f"{spread([o['top_valued_right']['head_only'] for o in own], '{:.3f}')}, AUROC among the steps of one depth "
         f"{spread([o['auroc_by_depth']['head_only'] for o in own], '{:.3f}')}.",
     ]
+    lines += [
+        "",
+        "Paired on the held-out prompts: how many prompts A gets right and B wrong, and the reverse (the other "
+        "prompts agree), and the exact sign test of the split, per seed and over the seeds' prompts together:",
+        "",
+        "| A vs B | " + " | ".join(f"seed {seed}" for seed in seeds) + " | all seeds | sign-test p (all seeds) |",
+        "|---|" + "---|" * (len(seeds) + 2),
+    ]
+    for label, *_ in PAIRS:
+        splits = [f["paired"][label] for f in per_seed]
+        a_only, b_only = (sum(split[i] for split in splits) for i in (0, 1))
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{a} / {b}" for a, b in splits)
+            + f" | {a_only} / {b_only} | {sign_test(a_only, b_only):.2g} |"
+        )
     lines += [
         "",
         "| one self-training iteration | before | after | control: the same steps without the search's traces |",

@@ -2,6 +2,7 @@
 ratios and FLOP estimates against hand-computed numbers, and the data generator's length claims. No timing
 assertions: nothing here trains."""
 
+import json
 import math
 import random
 import statistics
@@ -30,6 +31,7 @@ from benchmarks.report import (
     paired_ratio,
     with_sections_replaced,
 )
+from benchmarks.search import discordant, sign_test
 from tiny_world import STYLE_FLAW
 
 MAX_LENGTH = 256
@@ -138,6 +140,23 @@ def test_the_loss_table_marks_what_reward_hacks():
     assert rows["| broken"].endswith("| **yes** (1/2 seeds) |")
     assert "| 0.930 / 0.940 / 0.950 |" in rows["| good"]
     assert spread([0.5, 0.1, 0.3]) == "0.100 / 0.300 / 0.500" and spread([0.25]) == "0.250"
+
+
+def test_paired_searches_count_the_prompts_only_one_gets_right(tmp_path):
+    outcomes = {"a": [True, True, False, True, False], "b": [True, False, False, False, True]}
+    for run, correct in outcomes.items():
+        (tmp_path / run).mkdir()
+        lines = (json.dumps({"index": index, "correct": right}) for index, right in enumerate(correct))
+        (tmp_path / run / "progress.jsonl").write_text("\n".join(lines) + "\n")
+    assert discordant(tmp_path / "a", tmp_path / "b") == [2, 1]
+    assert discordant(tmp_path / "b", tmp_path / "a") == [1, 2]
+
+
+def test_sign_test_against_hand_computed_values():
+    assert sign_test(5, 0) == 2 / 32  # 5 of 5 discordant prompts one way: 2 * (1/2)^5
+    assert sign_test(1, 3) == sign_test(3, 1) == 2 * (1 + 4) / 16
+    assert sign_test(6, 2) == 2 * (1 + 8 + 28) / 256
+    assert sign_test(2, 2) == sign_test(0, 0) == 1.0  # an even split, and no discordant prompt: no evidence
 
 
 def test_mfu_against_the_peak_table():

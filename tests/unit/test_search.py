@@ -19,6 +19,7 @@ from alignment.search import (
     RuleScorer,
     SearchArguments,
     SearchConfig,
+    SearchResult,
     backup,
     beam,
     best_of_n,
@@ -26,8 +27,8 @@ from alignment.search import (
     mcts,
     uct_child,
 )
-from alignment.search.run import load_search_models
-from tiny_world.chains import step_correctness
+from alignment.search.run import load_search_models, prompt_outputs, run_search
+from tiny_world.chains import final_answer_is_correct, step_correctness
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = [{"role": "user", "content": "Add 2, 3 and 4."}]
@@ -213,6 +214,40 @@ def test_a_value_rule_takes_the_value_models_place(tiny_world, tmp_path):
     )
     _, scorer = load_search_models(args, SearchConfig(algorithm="beam"))
     assert isinstance(scorer, RuleScorer) and scorer.rule is step_correctness
+
+
+def test_valued_sft_traces_drop_a_right_answer_reached_through_a_step_the_value_rejects():
+    # A hand-built tree for "Add 2, 3 and 4." (9). The verifier accepts three finished traces: the right chain, the
+    # same sum in another order whose first step was never scored, and 9 reached through the wrong 2+3=6 and a
+    # compensating 6+3=9. Only the values tell the last one apart.
+    root = Node()
+
+    def child(parent: Node, step: str, value: float | None, terminal: bool = False) -> Node:
+        node = Node(step, parent=parent, depth=parent.depth + 1, terminal=terminal, value=value)
+        parent.children[step] = node
+        return node
+
+    right, reordered, slipped = child(root, "2+3=5", 0.8), child(root, "3+2=5", None), child(root, "2+3=6", -0.7)
+    child(right, "5+4=9", 0.9, terminal=True)
+    child(right, "5+4=8", -0.9, terminal=True)
+    child(reordered, "5+4=9", 0.9, terminal=True)
+    lucky = child(slipped, "6+3=9", 0.4, terminal=True)
+    result = SearchResult(root=root, chosen=lucky)
+
+    def replies(sft_traces: str) -> list[str]:
+        _, sft, _ = prompt_outputs(PROMPT, result, final_answer_is_correct, sft_traces=sft_traces)
+        return [row["messages"][-1]["content"] for row in sft]
+
+    assert replies("correct") == ["2+3=5\n5+4=9", "3+2=5\n5+4=9", "2+3=6\n6+3=9"]
+    assert replies("valued") == ["2+3=5\n5+4=9"]  # -0.7 on 2+3=6 drops the lucky 9; no value on 3+2=5 drops it
+    assert replies("chosen") == ["2+3=6\n6+3=9"]
+
+
+def test_valued_sft_traces_need_a_search_that_values_every_step(tmp_path):
+    paths = ["--policy", "p", "--prompts", "p.jsonl", "--output_dir", str(tmp_path)]
+    argv = [*paths, "--verifier", "tiny_world.chains:final_answer_is_correct", "--sft_traces", "valued"]
+    with pytest.raises(RecipeError, match="`algorithm: best_of_n` does not value every step: use `beam` or `mcts`"):
+        run_search([*argv, "--algorithm", "best_of_n"])
 
 
 def test_value_rule_and_value_model_are_exclusive(tmp_path):

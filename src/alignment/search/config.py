@@ -142,11 +142,15 @@ class SearchArguments:
         },
     )
     max_prompts: int | None = field(default=None, metadata={"help": "Search only the first N prompts."})
-    sft_traces: Literal["correct", "chosen"] = field(
+    sft_traces: Literal["correct", "valued", "chosen"] = field(
         default="correct",
         metadata={
             "help": "Which verified traces become SFT rows: `correct`, every distinct finished trace of the tree "
-            "whose final answer passes the verifier (ReST-MCTS*), or `chosen`, the search's answer when it passes."
+            "whose final answer passes the verifier; `valued`, those of them whose every step the value model (or "
+            "`value_rule`) valued above 0, where the value data's Q turns from a wrong step (-1) to a right one "
+            "(+1), so that a right answer reached through a wrong step, which the verifier cannot see, is not "
+            "trained on (ReST-MCTS*'s selection of traces by process reward; `beam` and `mcts` only, which value "
+            "every step); or `chosen`, the search's answer when it passes."
         },
     )
     overwrite_output_dir: bool = field(

@@ -7,7 +7,8 @@ Outputs in `output_dir`, each appended prompt by prompt as prompts finish (flush
   is one user turn is written as its text). With a `step_rule`, every finished trace, Q +1 while the rule holds and
   -1 from the first step it fails: the policy's own traces as the first value model's data;
 * `sft.jsonl`: SFT rows (`{"messages"}`: the prompt, then the steps joined by newlines as the assistant turn) of the
-  traces whose final answer passes the verifier (`sft_traces`: every distinct correct one, or the chosen one);
+  traces whose final answer passes the verifier (`sft_traces`: every distinct correct one, those of them whose every
+  step is valued above 0, or the chosen one);
 * `progress.jsonl`: one record per finished prompt (its index, whether the chosen trace is correct, its compute, and
   the line counts of the two files above once it was written);
 * `summary.json` at the end: accuracy of the chosen traces, compute per prompt, rows written;
@@ -78,8 +79,9 @@ def rule_q(prompt: Prompt, steps: list[str], step_rule: StepRule) -> list[float]
 def prompt_outputs(
     prompt: Prompt, result: SearchResult, verifier: Rule, *, sft_traces: str, step_rule: StepRule | None = None
 ) -> tuple[list[dict], list[dict], bool]:
-    """The value rows and SFT rows of one searched prompt, and whether its chosen trace is correct. The rows' Q are
-    the tree's targets, or with `step_rule` the rule's (`rule_q`)."""
+    """The value rows and SFT rows of one searched prompt (`sft_traces` as `SearchArguments` documents it), and
+    whether its chosen trace is correct. The rows' Q are the tree's targets, or with `step_rule` the rule's
+    (`rule_q`)."""
     verdicts: dict[Node, bool] = {}
 
     def is_correct(node: Node) -> bool:
@@ -105,7 +107,12 @@ def prompt_outputs(
         for node, qs in labelled
     ]
     chosen_correct = bool(result.chosen.steps) and result.chosen.terminal and is_correct(result.chosen)
-    sources = finished if sft_traces == "correct" else [result.chosen] if chosen_correct else []
+    if sft_traces == "chosen":
+        sources = [result.chosen] if chosen_correct else []
+    elif sft_traces == "valued":  # a step never scored (a greedy completion) does not pass
+        sources = [node for node in finished if all(step.value is not None and step.value > 0 for step in node.path)]
+    else:
+        sources = finished
     sft = [
         {"messages": [*prompt, {"role": "assistant", "content": reply_of(node.steps)}]}
         for node in sources
@@ -234,6 +241,12 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
     if args.value_model is None and args.value_rule is None and config.algorithm in ("beam", "mcts"):
         raise RecipeError(
             f"`algorithm: {config.algorithm}` ranks steps by value: set `value_model` (or `value_rule`)."
+        )
+    if args.sft_traces == "valued" and config.algorithm not in ("beam", "mcts"):
+        raise RecipeError(
+            "`sft_traces: valued` keeps the verified traces whose every step is valued above 0, and "
+            f"`algorithm: {config.algorithm}` does not value every step: use `beam` or `mcts`, or `sft_traces: "
+            "correct` or `chosen`."
         )
     for key in ("policy", "prompts", "value_model"):
         path = getattr(args, key)
