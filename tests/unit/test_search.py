@@ -216,7 +216,7 @@ def test_a_value_rule_takes_the_value_models_place(tiny_world, tmp_path):
     assert isinstance(scorer, RuleScorer) and scorer.rule is step_correctness
 
 
-def test_valued_sft_traces_drop_a_right_answer_reached_through_a_step_the_value_rejects():
+def test_verify_steps_drops_a_right_answer_reached_through_a_step_the_value_rejects():
     # A hand-built tree for "Add 2, 3 and 4." (9). The verifier accepts three finished traces: the right chain, the
     # same sum in another order whose first step was never scored, and 9 reached through the wrong 2+3=6 and a
     # compensating 6+3=9. Only the values tell the last one apart.
@@ -234,18 +234,29 @@ def test_valued_sft_traces_drop_a_right_answer_reached_through_a_step_the_value_
     lucky = child(slipped, "6+3=9", 0.4, terminal=True)
     result = SearchResult(root=root, chosen=lucky)
 
-    def replies(sft_traces: str) -> list[str]:
-        _, sft, _ = prompt_outputs(PROMPT, result, final_answer_is_correct, sft_traces=sft_traces)
-        return [row["messages"][-1]["content"] for row in sft]
+    def outputs(sft_traces: str, verify_steps: bool) -> tuple[dict[str, list[float]], list[str], bool]:
+        traces, sft, chosen_correct = prompt_outputs(
+            PROMPT, result, final_answer_is_correct, sft_traces=sft_traces, verify_steps=verify_steps
+        )
+        q = {"\n".join(s["step"] for s in row["response"]): [s["Q"] for s in row["response"]] for row in traces}
+        return q, [row["messages"][-1]["content"] for row in sft], chosen_correct
 
-    assert replies("correct") == ["2+3=5\n5+4=9", "3+2=5\n5+4=9", "2+3=6\n6+3=9"]
-    assert replies("valued") == ["2+3=5\n5+4=9"]  # -0.7 on 2+3=6 drops the lucky 9; no value on 3+2=5 drops it
-    assert replies("chosen") == ["2+3=6\n6+3=9"]
+    q, sft, chosen_correct = outputs("correct", verify_steps=False)
+    assert sft == ["2+3=5\n5+4=9", "3+2=5\n5+4=9", "2+3=6\n6+3=9"]
+    assert q["2+3=6\n6+3=9"] == [0.0, 1.0]  # the wrong step credited: it reached a right answer (v = 1/2, then 1)
+    q, sft, chosen_correct = outputs("correct", verify_steps=True)
+    assert sft == ["2+3=5\n5+4=9"]  # -0.7 on 2+3=6 drops the lucky 9; no value on 3+2=5 drops that one
+    # Now 2+3=6 leads to no verified answer: v = max(0 - (1 - 0) / 3, 0) = 0, with 3 the distance of its nearest
+    # ancestor that reaches one (the root: 2 steps down to 5+4=9, plus 1).
+    assert q["2+3=6\n6+3=9"] == [-1.0, -1.0] and q["2+3=5\n5+4=9"] == [0.0, 1.0]
+    assert chosen_correct  # the accuracy is the verifier's alone
+    assert outputs("chosen", verify_steps=False)[1] == ["2+3=6\n6+3=9"]
+    assert outputs("chosen", verify_steps=True)[1] == []
 
 
-def test_valued_sft_traces_need_a_search_that_values_every_step(tmp_path):
+def test_verify_steps_needs_a_search_that_values_every_step(tmp_path):
     paths = ["--policy", "p", "--prompts", "p.jsonl", "--output_dir", str(tmp_path)]
-    argv = [*paths, "--verifier", "tiny_world.chains:final_answer_is_correct", "--sft_traces", "valued"]
+    argv = [*paths, "--verifier", "tiny_world.chains:final_answer_is_correct", "--verify_steps", "true"]
     with pytest.raises(RecipeError, match="`algorithm: best_of_n` does not value every step: use `beam` or `mcts`"):
         run_search([*argv, "--algorithm", "best_of_n"])
 

@@ -142,15 +142,22 @@ class SearchArguments:
         },
     )
     max_prompts: int | None = field(default=None, metadata={"help": "Search only the first N prompts."})
-    sft_traces: Literal["correct", "valued", "chosen"] = field(
+    sft_traces: Literal["correct", "chosen"] = field(
         default="correct",
         metadata={
             "help": "Which verified traces become SFT rows: `correct`, every distinct finished trace of the tree "
-            "whose final answer passes the verifier; `valued`, those of them whose every step the value model (or "
-            "`value_rule`) valued above 0, where the value data's Q turns from a wrong step (-1) to a right one "
-            "(+1), so that a right answer reached through a wrong step, which the verifier cannot see, is not "
-            "trained on (ReST-MCTS*'s selection of traces by process reward; `beam` and `mcts` only, which value "
-            "every step); or `chosen`, the search's answer when it passes."
+            "that is verified (ReST-MCTS*), or `chosen`, the search's answer when it is verified."
+        },
+    )
+    verify_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "A finished trace is verified when the verifier accepts its final answer and, with this set, "
+            "the value model (or `value_rule`) also valued every one of its steps above 0 (where the value data's Q "
+            "turns from a wrong step, -1, to a right one, +1). A right answer reached through a wrong step, which a "
+            "final-answer verifier cannot see, then neither becomes an SFT row nor credits its steps in the tree's "
+            "value targets (ReST-MCTS*'s process reward used to select the traces). `beam` and `mcts` only: they "
+            "value every step. The accuracy in summary.json is the verifier's alone."
         },
     )
     overwrite_output_dir: bool = field(

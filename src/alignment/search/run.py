@@ -7,8 +7,8 @@ Outputs in `output_dir`, each appended prompt by prompt as prompts finish (flush
   is one user turn is written as its text). With a `step_rule`, every finished trace, Q +1 while the rule holds and
   -1 from the first step it fails: the policy's own traces as the first value model's data;
 * `sft.jsonl`: SFT rows (`{"messages"}`: the prompt, then the steps joined by newlines as the assistant turn) of the
-  traces whose final answer passes the verifier (`sft_traces`: every distinct correct one, those of them whose every
-  step is valued above 0, or the chosen one);
+  verified traces (`sft_traces`: every distinct one, or the chosen one): their final answer passes the verifier and,
+  with `verify_steps`, the value model valued each of their steps above 0 (as it must for the tree's targets then);
 * `progress.jsonl`: one record per finished prompt (its index, whether the chosen trace is correct, its compute, and
   the line counts of the two files above once it was written);
 * `summary.json` at the end: accuracy of the chosen traces, compute per prompt, rows written;
@@ -77,23 +77,34 @@ def rule_q(prompt: Prompt, steps: list[str], step_rule: StepRule) -> list[float]
 
 
 def prompt_outputs(
-    prompt: Prompt, result: SearchResult, verifier: Rule, *, sft_traces: str, step_rule: StepRule | None = None
+    prompt: Prompt,
+    result: SearchResult,
+    verifier: Rule,
+    *,
+    sft_traces: str,
+    verify_steps: bool = False,
+    step_rule: StepRule | None = None,
 ) -> tuple[list[dict], list[dict], bool]:
-    """The value rows and SFT rows of one searched prompt (`sft_traces` as `SearchArguments` documents it), and
-    whether its chosen trace is correct. The rows' Q are the tree's targets, or with `step_rule` the rule's
-    (`rule_q`)."""
+    """The value rows and SFT rows of one searched prompt, and whether its chosen trace's final answer passes the
+    verifier. A finished trace counts as verified for both outputs when it passes and, with `verify_steps`, every
+    step has a value above 0 (a step never scored, as a greedy completion's, does not pass). The rows' Q are the
+    tree's targets, or with `step_rule` the rule's (`rule_q`)."""
     verdicts: dict[Node, bool] = {}
 
-    def is_correct(node: Node) -> bool:
+    def passes(node: Node) -> bool:
         if node not in verdicts:
             verdicts[node] = bool(verifier(prompt, reply_of(node.steps)))
         return verdicts[node]
+
+    def is_verified(node: Node) -> bool:
+        valued = all(step.value is not None and step.value > 0 for step in node.path)
+        return passes(node) and (valued or not verify_steps)
 
     finished = result.terminal_nodes()
     if step_rule is not None:
         labelled = [(node, rule_q(prompt, node.steps, step_rule)) for node in finished]
     else:
-        targets = value_targets(result.root, is_correct)
+        targets = value_targets(result.root, is_verified)
         labelled = [
             (node, [q_of_value(targets[step]) for step in node.path])
             for node in finished
@@ -106,17 +117,12 @@ def prompt_outputs(
         }
         for node, qs in labelled
     ]
-    chosen_correct = bool(result.chosen.steps) and result.chosen.terminal and is_correct(result.chosen)
-    if sft_traces == "chosen":
-        sources = [result.chosen] if chosen_correct else []
-    elif sft_traces == "valued":  # a step never scored (a greedy completion) does not pass
-        sources = [node for node in finished if all(step.value is not None and step.value > 0 for step in node.path)]
-    else:
-        sources = finished
+    chosen_correct = bool(result.chosen.steps) and result.chosen.terminal and passes(result.chosen)
+    sources = finished if sft_traces == "correct" else [result.chosen]
     sft = [
         {"messages": [*prompt, {"role": "assistant", "content": reply_of(node.steps)}]}
         for node in sources
-        if node.terminal and is_correct(node)
+        if node.terminal and is_verified(node)
     ]
     return traces, sft, chosen_correct
 
@@ -242,11 +248,11 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
         raise RecipeError(
             f"`algorithm: {config.algorithm}` ranks steps by value: set `value_model` (or `value_rule`)."
         )
-    if args.sft_traces == "valued" and config.algorithm not in ("beam", "mcts"):
+    if args.verify_steps and config.algorithm not in ("beam", "mcts"):
         raise RecipeError(
-            "`sft_traces: valued` keeps the verified traces whose every step is valued above 0, and "
-            f"`algorithm: {config.algorithm}` does not value every step: use `beam` or `mcts`, or `sft_traces: "
-            "correct` or `chosen`."
+            "`verify_steps: true` needs the value of every step of a finished trace, and "
+            f"`algorithm: {config.algorithm}` does not value every step: use `beam` or `mcts`, or `verify_steps: "
+            "false`."
         )
     for key in ("policy", "prompts", "value_model"):
         path = getattr(args, key)
@@ -268,7 +274,12 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
         torch.manual_seed(config.seed + index)
         result = search(prompts[index], policy, scorer, config)
         traces, sft, correct = prompt_outputs(
-            prompts[index], result, verifier, sft_traces=args.sft_traces, step_rule=step_rule
+            prompts[index],
+            result,
+            verifier,
+            sft_traces=args.sft_traces,
+            verify_steps=args.verify_steps,
+            step_rule=step_rule,
         )
         compute = {k: getattr(result, k) for k in ("generated_tokens", "value_calls", "scored_tokens")}
         output.append({"index": index, "correct": correct, **compute}, traces, sft)

@@ -17,7 +17,8 @@ What the tree decides, as the authors' code does it (`MCTS/base.py`, `treeNode.g
 `get_all_value_samples_vm`, `V = max(0, V_parent + (1 - V_parent) * r / m)` there, with the code's `m` the paper's
 `m_k + 1`, counting the step itself, and the code's `r` in {+1, -1} the paper's `1 - 2 r_{s_k}`):
 
-* A finished trace (a terminal node) is *correct* when the verifier accepts its final answer.
+* A finished trace (a terminal node) is *correct* when the verifier accepts its final answer (with
+  `verify_steps`, and the value model valued each of its steps above 0: `alignment.search.run.prompt_outputs`).
 * A node *reaches* a correct answer when a correct terminal node is at or below it; then its factor is +1 and
   `m_k + 1` is the number of steps from it down to the nearest such node, itself included (1 for the correct final
   step, so `v = 1` there).
