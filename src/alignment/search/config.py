@@ -10,6 +10,9 @@ from typing import Literal
 from alignment.evaluation import load_rule
 
 ALGORITHMS = ("greedy", "best_of_n", "beam", "mcts")
+# The searches that value every step they create: they need a value model (or `value_rule`), and only their finished
+# traces have a value at each step for `verify_steps`.
+STEP_VALUED_ALGORITHMS = ("beam", "mcts")
 
 
 @dataclass

@@ -51,7 +51,7 @@ from alignment.reliability import (
 )
 from alignment.run_utils import resolved_config
 from alignment.search.algorithms import Node, SearchResult, search
-from alignment.search.config import SearchArguments, SearchConfig
+from alignment.search.config import STEP_VALUED_ALGORITHMS, SearchArguments, SearchConfig
 from alignment.search.policy import LMPolicy, Prompt, RuleScorer, StepRule, StepScorer, ValueScorer
 from alignment.search.targets import q_of_value, value_targets
 from alignment.value import load_value_model
@@ -97,8 +97,8 @@ def prompt_outputs(
         return verdicts[node]
 
     def is_verified(node: Node) -> bool:
-        valued = all(step.value is not None and step.value > 0 for step in node.path)
-        return passes(node) and (valued or not verify_steps)
+        valued = (step.value is not None and step.value > 0 for step in node.path)
+        return passes(node) and (not verify_steps or all(valued))
 
     finished = result.terminal_nodes()
     if step_rule is not None:
@@ -244,11 +244,11 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     args, config = RecipeParser(RECIPE_DATACLASSES).parse(argv)
-    if args.value_model is None and args.value_rule is None and config.algorithm in ("beam", "mcts"):
+    if args.value_model is None and args.value_rule is None and config.algorithm in STEP_VALUED_ALGORITHMS:
         raise RecipeError(
             f"`algorithm: {config.algorithm}` ranks steps by value: set `value_model` (or `value_rule`)."
         )
-    if args.verify_steps and config.algorithm not in ("beam", "mcts"):
+    if args.verify_steps and config.algorithm not in STEP_VALUED_ALGORITHMS:
         raise RecipeError(
             "`verify_steps: true` needs the value of every step of a finished trace, and "
             f"`algorithm: {config.algorithm}` does not value every step: use `beam` or `mcts`, or `verify_steps: "
