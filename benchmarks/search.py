@@ -87,6 +87,11 @@ PAIRS = (
     ("greedy: after the iteration vs the control", "test_greedy_iter1", "test_greedy_control"),
     ("MCTS*: after the iteration vs the control", "test_mcts_iter1", "test_mcts_control"),
 )
+# The training search's verified traces, by what counted as verified: run name under each seed's folder.
+SOUNDNESS_RUNS = {
+    "the final answer alone (`verify_steps: false`)": "search_train_final_answer_only",
+    "the final answer and every step valued above 0 (`verify_steps: true`, the recipe)": "search_train",
+}
 TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions{task})"
 
 
@@ -184,6 +189,9 @@ class SeedRuns:
         value1 = self.train(
             "value_iter1", "value/config_iter1.yaml", value0, chains / "value", train_dir / "traces.jsonl"
         )
+        # The same search with the final answer as the only check (`verify_steps: false`): how many of the traces it
+        # calls verified reach the right sum through wrong steps.
+        self.search("search_train_final_answer_only", sft0, value0, "train", ["--verify_steps", "false"])
         iteration = ("sft", "value_body", "value", "search_train", "sft_iter1", "value_iter1")
         iteration_s = sum(self.seconds[name] for name in iteration)
         # The control: the same further steps, on the stage's own data alone (no searched trace), so that what the
@@ -251,11 +259,30 @@ class SeedRuns:
             "auroc_by_depth": {when: auroc_by_depth(scored) for when, scored in held_out_steps.items()},
             "paired": {label: discordant(self.root / a, self.root / b) for label, a, b in PAIRS},
             "search_train": searched,
+            "soundness": {
+                checked: soundness(read_rows(self.root / run / "sft.jsonl")) for checked, run in SOUNDNESS_RUNS.items()
+            },
             "iteration_s": iteration_s,
             "stage_s": self.seconds,
         }
         cached.write_text(json.dumps(figures, indent=2))
         return figures
+
+
+def soundness(sft_rows: list[dict]) -> list[int]:
+    """[gold chains, the numbers added in another order, unsound]: verified SFT rows (prompt, then the steps as the
+    reply) by how their steps reach the right final answer. Unsound traces get there through slips that cancel
+    (`tiny_world.chains:sound_in_any_order`), which a verifier of the final answer alone cannot see."""
+    from tiny_world.chains import chain_steps, prompt_numbers, sound_in_any_order
+
+    counts = [0, 0, 0]
+    for row in sft_rows:
+        prompt, reply = row["messages"][:-1], row["messages"][-1]["content"]
+        if [line.strip() for line in reply.strip().split("\n")] == chain_steps(prompt_numbers(prompt)):
+            counts[0] += 1
+        else:
+            counts[1 if sound_in_any_order(prompt, reply) else 2] += 1
+    return counts
 
 
 def discordant(run_a: Path, run_b: Path) -> list[int]:
@@ -432,6 +459,20 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
         "head alone (`value_reads_likelihood: false`, same body, data and steps): top-valued trace right "
         f"{spread([o['top_valued_right']['head_only'] for o in own], '{:.3f}')}, AUROC among the steps of one depth "
         f"{spread([o['auroc_by_depth']['head_only'] for o in own], '{:.3f}')}.",
+    ]
+    lines += [
+        "",
+        "The training search's verified traces by how their steps reach the right answer (per seed; "
+        "`tiny_world.chains:sound_in_any_order`):",
+        "",
+        "| verified = | gold chain | the numbers in another order | unsound: slips that cancel |",
+        "|---|---|---|---|",
+        *(
+            f"| {checked} | "
+            + " | ".join(" / ".join(str(f["soundness"][checked][i]) for f in per_seed) for i in range(3))
+            + " |"
+            for checked in SOUNDNESS_RUNS
+        ),
     ]
     lines += [
         "",

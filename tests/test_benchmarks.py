@@ -31,7 +31,7 @@ from benchmarks.report import (
     paired_ratio,
     with_sections_replaced,
 )
-from benchmarks.search import discordant, sign_test
+from benchmarks.search import discordant, sign_test, soundness
 from tiny_world import STYLE_FLAW
 
 MAX_LENGTH = 256
@@ -157,6 +157,23 @@ def test_sign_test_against_hand_computed_values():
     assert sign_test(1, 3) == sign_test(3, 1) == 2 * (1 + 4) / 16
     assert sign_test(6, 2) == 2 * (1 + 8 + 28) / 256
     assert sign_test(2, 2) == sign_test(0, 0) == 1.0  # an even split, and no discordant prompt: no evidence
+
+
+def test_verified_traces_are_sorted_by_how_their_steps_reach_the_answer():
+    def row(reply: str) -> dict:
+        return {
+            "messages": [{"role": "user", "content": "Add 3, 5, 6 and 8."}, {"role": "assistant", "content": reply}]
+        }
+
+    rows = [
+        row("3+5=8\n8+6=14\n14+8=22"),  # the gold chain
+        row("3+5=8\n8+6=14\n14+8=22\n"),  # the gold chain, a trailing newline
+        row("5+8=13\n13+3=16\n16+6=22"),  # another order
+        row("3+5=8\n8+6=15\n15+7=22"),  # two misadds that cancel
+        row("3+5=8\n8+5=13\n13+9=22"),  # 5 twice and a 9 the prompt lacks: the right sum all the same
+    ]
+    assert soundness(rows) == [2, 1, 2]
+    assert soundness([]) == [0, 0, 0]
 
 
 def test_mfu_against_the_peak_table():

@@ -26,6 +26,9 @@ that no training prompt has, and the self-training prompts (`prompts/train`) cha
 self-training finds solutions the dSFT data does not hold.
 
     chain_prompt, chain_steps     one chain's prompt and its correct steps
+    final_answer_is_correct       the rule: the final answer alone (ReST-MCTS*'s oracle)
+    step_correctness              each step, the numbers in the prompt's order (the initial value traces' labels)
+    sound_in_any_order            each step, the numbers in any order (what a right final answer does not show)
     chain_rows                    SFT chats (`{"messages"}`) whose assistant reply is the steps
     value_rows                    initial value traces (ReST-MCTS* form, Q +1 while correct, -1 from the first error)
     prompt_rows                   prompts to search over (`{"prompt"}`)
@@ -93,6 +96,34 @@ def step_correctness(prompt: str | list[dict[str, str]], steps: Sequence[str]) -
         still = still and index < len(correct) and step.strip() == correct[index]
         result.append(still)
     return result
+
+
+_STEP = re.compile(r"^(\d+)\+(\d+)=(\d+)$")
+
+
+def sound_in_any_order(prompt: str | list[dict[str, str]], steps_or_reply: str | Sequence[str]) -> bool:
+    """Whether every step is right with the prompt's numbers taken in some order: the first step adds two of them,
+    each later one adds a number not yet used to the running total, every sum is exact, and every number is used.
+    Looser than `step_correctness` (the prompt's order), stricter than `final_answer_is_correct`, which also passes
+    a right sum reached through two slips that cancel (`3+5=8, 8+6=14, 14+7=21` for 3, 5, 6 and 8)."""
+    unused = prompt_numbers(prompt)
+    total = None
+    for step in _as_steps(steps_or_reply):
+        match = _STEP.match(step.replace(" ", ""))
+        if match is None:
+            return False
+        left, number, result = map(int, match.groups())
+        if total is None:  # the first step's left side is a number of the prompt too
+            if left not in unused:
+                return False
+            unused.remove(left)
+        elif left != total:
+            return False
+        if number not in unused or left + number != result:
+            return False
+        unused.remove(number)
+        total = result
+    return total is not None and not unused
 
 
 def random_numbers(

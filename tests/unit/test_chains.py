@@ -16,6 +16,7 @@ from tiny_world.chains import (
     chain_steps,
     final_answer_is_correct,
     prompt_numbers,
+    sound_in_any_order,
     split_chains,
     step_correctness,
     value_rows,
@@ -46,6 +47,22 @@ def test_step_correctness_stays_false_after_the_first_wrong_step():
     assert step_correctness(prompt, ["7+5=13", "13+9=22", "22+3=25"]) == [False, False, False]
     assert step_correctness(prompt, ["7+5=12", "12+9=22", "22+3=25"]) == [True, False, False]
     assert step_correctness(prompt, ["7+5=12", "12+9=21", "21+3=24", "24+1=25"]) == [True, True, True, False]
+
+
+def test_sound_in_any_order_accepts_every_order_and_refuses_cancelling_slips():
+    prompt = [{"role": "user", "content": "Add 3, 5, 6 and 8."}]
+    assert sound_in_any_order(prompt, ["3+5=8", "8+6=14", "14+8=22"])  # the prompt's order
+    assert sound_in_any_order(prompt, "5+8=13\n13+3=16\n16+6=22")  # another order, as a reply
+    # The right sum through a wrong number that a misadd cancels: the final-answer rule passes it, this does not.
+    assert final_answer_is_correct(prompt, ["3+5=8", "8+8=16", "16+6=21", "21+1=22"])
+    assert not sound_in_any_order(prompt, ["3+5=8", "8+8=16", "16+6=21", "21+1=22"])
+    assert not sound_in_any_order(prompt, ["3+5=8", "8+6=15", "15+7=22"])  # two misadds that cancel
+    assert not sound_in_any_order(prompt, ["3+5=8", "8+6=14"])  # a number left out
+    assert not sound_in_any_order(prompt, ["3+5=8", "9+6=15", "15+8=23"])  # the running total restated wrong
+    assert not sound_in_any_order(prompt, ["3+3=6", "6+5=11", "11+6=17", "17+8=25"])  # a number used twice
+    assert not sound_in_any_order(prompt, ["4+5=9", "9+6=15", "15+8=23"])  # a first number not in the prompt
+    assert not sound_in_any_order(prompt, ["the sum is 22"])
+    assert not sound_in_any_order(prompt, [])
 
 
 def test_held_out_and_self_training_chains_are_not_training_chains_nor_each_other():
