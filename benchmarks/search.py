@@ -33,8 +33,12 @@ no training prompt has) it then runs `scripts/run_search.py`:
   searched trace): what the iteration adds beyond more training;
 * the value model's AUROC (value vs step correctness) on the held-out value traces, before, after and in the
   control, pooled over every step and among the steps of one depth (`auroc_by_depth`: what a search compares), and
-  the same three models by depth and by top-valued trace on the policy's own traces (each model scores each set of
-  traces once, `step_values`);
+  the same three models by depth and by top-valued trace on the policy's own traces and, by depth, on the held-out
+  MCTS* tree of the iteration-0 models with each step relabelled by the rule (what a search compares, where the
+  stage-3 model's false positives were expanded; each model scores each set of traces once, `step_values`);
+* the training search's verified traces sorted into gold chains, the numbers in another order and unsound ones (a
+  right sum through slips that cancel, `tiny_world.chains:sound_in_any_order`), with `verify_steps` (the recipe)
+  and with the final answer alone (the same search, `search_train_final_answer_only`);
 * paired on the held-out prompts (`PAIRS`: beam 1x8 against best-of-8, best-of-8 against greedy, and the policy and
   MCTS* after the iteration against before and against the control): how many prompts only one of the two runs gets
   right, and the exact sign test of that split, so that a difference of a few points is told apart from noise.
@@ -241,6 +245,10 @@ class SeedRuns:
         models = {"before": value0, "after": value1, "control": value_control}
         value_test = read_rows(chains / "value" / "test.jsonl")
         held_out_steps = {when: step_values(model, value_test) for when, model in models.items()}
+        # The held-out MCTS* tree of the iteration-0 models, each step relabelled by the rule: the partial traces a
+        # search asks the value model to tell apart, where the stage-3 model's false positives got expanded.
+        tree = rule_labelled(read_rows(self.root / "test_mcts" / "traces.jsonl"))
+        tree_steps = {when: step_values(model, tree) for when, model in models.items()}
         own_steps = {
             when: step_values(model, own) for when, model in {**models, "head_only": value0_head_only}.items()
         }
@@ -257,6 +265,7 @@ class SeedRuns:
             "control": control,
             "auroc": {when: pooled_auroc(scored) for when, scored in held_out_steps.items()},
             "auroc_by_depth": {when: auroc_by_depth(scored) for when, scored in held_out_steps.items()},
+            "tree_auroc_by_depth": {when: auroc_by_depth(scored) for when, scored in tree_steps.items()},
             "paired": {label: discordant(self.root / a, self.root / b) for label, a, b in PAIRS},
             "search_train": searched,
             "soundness": {
@@ -314,6 +323,20 @@ def step_values(value_dir: Path, rows: list[dict]) -> list[tuple[StepTrace, list
     traces = [to_trace(row) for row in rows]
     values = score_traces(model, tokenizer, [(trace.prompt, trace.steps) for trace in traces])
     return list(zip(traces, values, strict=True))
+
+
+def rule_labelled(rows: list[dict]) -> list[dict]:
+    """Value-data rows (`{"prompt", "response": [{"step", "Q"}]}`) with each Q replaced by the step rule's: +1 while
+    every step so far is the right one, -1 from the first wrong one (`tiny_world.chains:step_correctness`)."""
+    from tiny_world.chains import step_correctness
+
+    labelled = []
+    for row in rows:
+        steps = [entry["step"] for entry in row["response"]]
+        correct = step_correctness(row["prompt"], steps)
+        response = [{"step": step, "Q": 1.0 if right else -1.0} for step, right in zip(steps, correct, strict=True)]
+        labelled.append({"prompt": row["prompt"], "response": response})
+    return labelled
 
 
 def pooled_auroc(scored: list[tuple[StepTrace, list[float]]]) -> float:
@@ -511,6 +534,11 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
             "value AUROC among the steps of one depth, held-out value traces",
             per_seed,
             lambda f, when: f["auroc_by_depth"][when],
+        ),
+        iteration_row(
+            "value AUROC among the steps of one depth, the held-out MCTS* tree (iteration-0 models; rule labels)",
+            per_seed,
+            lambda f, when: f["tree_auroc_by_depth"][when],
         ),
         iteration_row(
             "value AUROC among the steps of one depth, the policy's own held-out traces",

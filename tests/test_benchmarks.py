@@ -31,7 +31,7 @@ from benchmarks.report import (
     paired_ratio,
     with_sections_replaced,
 )
-from benchmarks.search import discordant, sign_test, soundness
+from benchmarks.search import discordant, rule_labelled, sign_test, soundness
 from tiny_world import STYLE_FLAW
 
 MAX_LENGTH = 256
@@ -174,6 +174,16 @@ def test_verified_traces_are_sorted_by_how_their_steps_reach_the_answer():
     ]
     assert soundness(rows) == [2, 1, 2]
     assert soundness([]) == [0, 0, 0]
+
+
+def test_tree_traces_are_relabelled_by_the_step_rule():
+    tree_row = {
+        "prompt": "Add 7, 5, 9 and 3.",
+        "response": [{"step": "7+5=12", "Q": -0.5}, {"step": "12+8=20", "Q": 0.2}],
+    }
+    assert rule_labelled([tree_row]) == [
+        {"prompt": "Add 7, 5, 9 and 3.", "response": [{"step": "7+5=12", "Q": 1.0}, {"step": "12+8=20", "Q": -1.0}]}
+    ]
 
 
 def test_mfu_against_the_peak_table():
