@@ -45,12 +45,16 @@ demo: install $(TINY)/seed-$(SEED)
 ablation: install
 	$(PY) benchmarks/evidence.py --parts ablation
 
+# Parallel test workers, one torch thread each (tests/conftest.py); each test file stays on one worker, so that its
+# expensive fixtures (the DPO tests' SFT model, the tiny world) are built once.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 # Skips the end-to-end training runs and the multi-process launches (about a minute).
 test-quick: install
-	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow and not multiprocess"
+	$(PY) -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not slow and not multiprocess"
 
 quality: install
 	$(VENV)/bin/ruff check src scripts tests benchmarks

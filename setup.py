@@ -31,6 +31,7 @@ EXTRAS = {
     # and tiktoken are the reference implementations the built tokenizers are checked against.
     "dev": [
         "pytest>=8",
+        "pytest-xdist>=3.6",
         "ruff>=0.6",
         "hypothesis>=6.100",
         "deepspeed==0.19.8",
@@ -50,7 +51,7 @@ setup(
     description="Recipes and a small library to post-train language models: dSFT, dDPO, reward and value models.",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"alignment": ["chat_templates/*.jinja", "chat_templates/README.md"]},
+    package_data={"alignment": ["chat/chat_templates/*.jinja", "chat/chat_templates/README.md"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

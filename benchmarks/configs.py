@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from alignment.stages import STAGES as STAGES_BY_NAME
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -64,7 +66,7 @@ FULL = Settings(
 
 @dataclass(frozen=True)
 class Configuration:
-    stage: str  # sft, dpo, rm or value
+    stage: str  # a registered stage (`alignment.stages.STAGES`)
     name: str
     description: str
     baseline: bool = False  # plain TRL; otherwise our script's wiring with `recipe` on top of the shared settings
@@ -125,7 +127,8 @@ CONFIGURATIONS = (
         recipe={"train_sampling_strategy": "group_by_length"},
     ),
 )
-STAGES = ("sft", "dpo", "rm", "value")
+# The stages benchmarked: every registered one, in the registry's order.
+STAGES = tuple(STAGES_BY_NAME)
 
 
 def reference_of(stage: str) -> Configuration:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from alignment.data import read_rows
+from alignment.data.readers import read_rows
 from alignment.evaluation import generate_replies, prompts_from_rows, reward_model_accuracy, value_step_metrics
 from alignment.pipeline import PipelineConfig, run_pipeline
 from tiny_world import answer_is_correct, build_tiny_world, sum_is_correct

@@ -29,7 +29,7 @@ from dataclasses import astuple, dataclass, field
 import torch
 from transformers import TrainerCallback
 
-from alignment.turns import IGNORE_INDEX
+from alignment.chat.turns import IGNORE_INDEX
 
 # Dense bf16 tensor-core peak of each GPU, FLOP/s (vendor data sheets, without sparsity). Matched in this order against
 # `torch.cuda.get_device_name()`, so the PCIe and NVL variants of the H100 come before the SXM entry.

@@ -65,7 +65,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from alignment.value import StepTrace  # noqa: E402
+from alignment.value.formats import StepTrace  # noqa: E402
 from benchmarks.report import with_sections_replaced  # noqa: E402
 
 RECIPES = REPO_ROOT / "recipes" / "tiny" / "rest_mcts"
@@ -73,7 +73,7 @@ SEARCH_SCRIPT = str(REPO_ROOT / "scripts" / "run_search.py")
 VERIFIER = "tiny_world.chains:final_answer_is_correct"
 STEP_RULE = "tiny_world.chains:step_correctness"
 # The held-out comparisons: name -> run_search.py overrides. `mcts` gets its budget from best_of_n's tokens.
-ALGORITHMS = {
+HELD_OUT_SEARCHES = {
     "greedy": ["--algorithm", "greedy"],
     "best_of_n": ["--algorithm", "best_of_n", "--num_samples", "8"],
     "beam": ["--algorithm", "beam", "--beam_width", "2", "--num_candidates", "8"],
@@ -96,13 +96,14 @@ SOUNDNESS_RUNS = {
     "the final answer alone (`verify_steps: false`)": "search_train_final_answer_only",
     "the final answer and every step valued above 0 (`verify_steps: true`, the recipe)": "search_train",
 }
-TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions{task})"
+# One section for every task variant: a rerun of any variant replaces it, and its command line names the variant.
+TITLE = "## Value-guided search and one ReST-MCTS* iteration (tiny world, chained additions)"
 
 
 @dataclass(frozen=True)
 class ChainsTask:
     """The chains a benchmark runs on (`tiny_world.chains.write_chain_data`): the default, or a variant with its own
-    folders, command flags and RESULTS.md section, so that no run of one task is reused for another."""
+    folders and command flags, so that no run of one task is reused for another."""
 
     largest_number: int = 9
     num_train: int = 2000  # dSFT chats (and initial value traces): the worked solutions
@@ -118,15 +119,6 @@ class ChainsTask:
 
     def flags(self) -> str:
         return "".join(f" --{name} {value}" for name, value in self.changed().items())
-
-    def title(self) -> str:
-        """The variant in the section's title: "" for the default."""
-        words = {
-            "largest_number": f"numbers 1-{self.largest_number}",
-            "num_train": f"{self.num_train} dSFT chats",
-            "num_search": f"{self.num_search} self-training prompts",
-        }
-        return "".join(f", {words[name]}" for name in self.changed())
 
 
 class SeedRuns:
@@ -181,7 +173,7 @@ class SeedRuns:
         cached = self.root / "figures.json"
         if cached.is_file():
             return json.loads(cached.read_text())
-        from alignment.data import read_rows
+        from alignment.data.readers import read_rows
 
         chains = self.world / "chains"
         sft0 = self.train("sft", "sft/config.yaml", self.world / "base", chains / "sft")
@@ -205,22 +197,24 @@ class SeedRuns:
 
         held_out = {
             name: self.search(f"test_{name}", sft0, value0, "test", overrides)
-            for name, overrides in ALGORITHMS.items()
+            for name, overrides in HELD_OUT_SEARCHES.items()
             if name != "mcts"
         }
         # MCTS* gets the policy tokens best-of-N spent per prompt, on average.
         mcts = [
-            *ALGORITHMS["mcts"],
+            *HELD_OUT_SEARCHES["mcts"],
             "--token_budget",
             str(round(held_out["best_of_n"]["generated_tokens_per_prompt"])),
         ]
         held_out["mcts"] = self.search("test_mcts", sft0, value0, "test", mcts)
         after = {
-            "greedy": self.search("test_greedy_iter1", sft1, value1, "test", ALGORITHMS["greedy"]),
+            "greedy": self.search("test_greedy_iter1", sft1, value1, "test", HELD_OUT_SEARCHES["greedy"]),
             "mcts": self.search("test_mcts_iter1", sft1, value1, "test", mcts),
         }
         control = {
-            "greedy": self.search("test_greedy_control", sft_control, value_control, "test", ALGORITHMS["greedy"]),
+            "greedy": self.search(
+                "test_greedy_control", sft_control, value_control, "test", HELD_OUT_SEARCHES["greedy"]
+            ),
             "mcts": self.search("test_mcts_control", sft_control, value_control, "test", mcts),
         }
         # The ceiling of each search: the step rule as a perfect process verifier in the value model's place.
@@ -229,7 +223,7 @@ class SeedRuns:
             name: self.search(
                 f"test_{name}_rule", sft0, None, "test", [*(mcts if name == "mcts" else overrides), *rule]
             )
-            for name, overrides in ALGORITHMS.items()
+            for name, overrides in HELD_OUT_SEARCHES.items()
             if name != "greedy"
         }
         # The policy's own held-out traces (8 samples a prompt, each step labelled by the rule): what a search asks
@@ -297,7 +291,7 @@ def soundness(sft_rows: list[dict]) -> list[int]:
 def discordant(run_a: Path, run_b: Path) -> list[int]:
     """[prompts search `run_a` got right and `run_b` wrong, the reverse]: the two runs' `progress.jsonl` records (one
     per prompt, in prompt order) compared prompt by prompt."""
-    from alignment.data import read_rows
+    from alignment.data.readers import read_rows
 
     a, b = (read_rows(run / "progress.jsonl") for run in (run_a, run_b))
     pairs = [(x["correct"], y["correct"]) for x, y in zip(a, b, strict=True)]
@@ -317,7 +311,9 @@ def step_values(value_dir: Path, rows: list[dict]) -> list[tuple[StepTrace, list
     rows reads these, so that each model scores each set once."""
     from transformers import AutoTokenizer
 
-    from alignment.value import load_value_model, score_traces, to_trace
+    from alignment.value.modeling import load_value_model
+    from alignment.value.rows import to_trace
+    from alignment.value.scoring import score_traces
 
     model, tokenizer = load_value_model(value_dir), AutoTokenizer.from_pretrained(value_dir)
     traces = [to_trace(row) for row in rows]
@@ -343,7 +339,7 @@ def pooled_auroc(scored: list[tuple[StepTrace, list[float]]]) -> float:
     """The AUROC of the value against step correctness over every step of every trace."""
     import numpy as np
 
-    from alignment.value import value_metrics
+    from alignment.value.loss import value_metrics
 
     values = np.array([value for _, trace_values in scored for value in trace_values])
     return value_metrics(values, np.array([q for trace, _ in scored for q in trace.q]))["auroc"]
@@ -356,7 +352,7 @@ def auroc_by_depth(scored: list[tuple[StepTrace, list[float]]]) -> float:
     in the depth, and falls below 0.5 for a value model that ranks every depth right."""
     import numpy as np
 
-    from alignment.value import auroc
+    from alignment.value.loss import auroc
 
     depths: dict[int, tuple[list[float], list[bool]]] = {}
     for trace, trace_values in scored:
@@ -381,7 +377,7 @@ def outcomes_by_prompt(scored: list[tuple[StepTrace, list[float]]]) -> list[list
 
 def unscored(rows: list[dict]) -> list[tuple[StepTrace, list[float]]]:
     """The rows' traces with every value 0: the figures that need no value model."""
-    from alignment.value import to_trace
+    from alignment.value.rows import to_trace
 
     return [(trace, [0.0] * len(trace.steps)) for trace in map(to_trace, rows)]
 
@@ -425,13 +421,13 @@ def held_out_search(figures: dict, when: str) -> dict:
     return figures["held_out" if when == "before" else when]
 
 
-def section(figures: dict[int, dict], command: str, task: str = "") -> str:
+def section(figures: dict[int, dict], command: str) -> str:
     """The markdown section: the two tables, the value model's worth on the policy's own traces, and how they were
-    made. `task` names a chains variant in the title, so that its section sits beside the default one."""
+    made (`command` names the task variant)."""
     seeds = sorted(figures)
     per_seed = [figures[s] for s in seeds]
     lines = [
-        TITLE.format(task=task),
+        TITLE,
         "",
         f"`{command}` ({len(seeds)} seed{'s' * (len(seeds) > 1)}: {', '.join(map(str, seeds))}; every stage of a "
         f"seed {spread([sum(f['stage_s'].values()) / 60 for f in per_seed], '{:.0f}')} min on {os.cpu_count()} "
@@ -442,7 +438,7 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
         "| accuracy with the step rule as value (ceiling) | its policy tokens / prompt |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ALGORITHMS:
+    for name in HELD_OUT_SEARCHES:
         runs = [f["held_out"][name] for f in per_seed]
         ceilings = [f["ceiling"][name] for f in per_seed if name in f["ceiling"]]
         ceiling = (
@@ -460,11 +456,11 @@ def section(figures: dict[int, dict], command: str, task: str = "") -> str:
         "",
         "Held-out accuracy per seed (the searches with the iteration-0 models):",
         "",
-        "| seed | " + " | ".join(ALGORITHMS) + " | greedy after the iteration | greedy in the control |",
-        "|---|" + "---|" * (len(ALGORITHMS) + 2),
+        "| seed | " + " | ".join(HELD_OUT_SEARCHES) + " | greedy after the iteration | greedy in the control |",
+        "|---|" + "---|" * (len(HELD_OUT_SEARCHES) + 2),
         *(
             f"| {seed} | "
-            + " | ".join(f"{f['held_out'][name]['accuracy']:.3f}" for name in ALGORITHMS)
+            + " | ".join(f"{f['held_out'][name]['accuracy']:.3f}" for name in HELD_OUT_SEARCHES)
             + f" | {f['after']['greedy']['accuracy']:.3f} | {f['control']['greedy']['accuracy']:.3f} |"
             for seed, f in zip(seeds, per_seed, strict=True)
         ),
@@ -590,7 +586,7 @@ def main() -> None:
     figures = {seed: SeedRuns(Path(args.work_dir) / task.folder(seed), seed, task).figures() for seed in args.seeds}
     minutes = (time.perf_counter() - start) / 60
     command = f"python benchmarks/search.py --seeds {' '.join(map(str, args.seeds))}{task.flags()}"
-    text = section(figures, command, task.title())
+    text = section(figures, command)
     output = Path(args.output)
     output.write_text(with_sections_replaced(output.read_text() if output.is_file() else None, [text]))
     print(text)

@@ -12,13 +12,13 @@ peak RSS (`resource.getrusage`) is its own, from its own empty `datasets` cache:
 - `imports`: the interpreter with the library imported and nothing read (what every other step starts from);
 - `read`: the strict reader (`alignment.data.readers.open_source`, `skip_invalid_rows`): the array parsed element by
   element, copied as JSON Lines and read by `datasets`;
-- `read+validate`: `load_mixture` as the SFT stage calls it (`SFT.load_rows`): reading, then the ShareGPT conversion
+- `read+validate`: `load_mixture` as the SFT stage calls it (`Stage.load_rows`): reading, then the ShareGPT conversion
   and the SFT row check of every conversation, invalid ones dropped and counted by reason; validation is the
   difference from `read`;
-- `tokenize`: `tokenize_chats` over the kept conversations (`SFT.tokenize`, `max_length` as `--max_length`), with
+- `tokenize`: `tokenize_chats` over the kept conversations (`Stage.tokenize`, `max_length` as `--max_length`), with
   Zephyr's tokenizer (Mistral-7B-v0.1, legacy SentencePiece, zephyr template) and Qwen3's (TRL's qwen3.jinja),
-  built offline by `tests/real_tokenizers.py`; once in-process and once with `dataset_num_proc: --num_proc` (peak
-  RSS then also gives the largest worker's).
+  built offline by `tests/support/real_tokenizers.py`; once in-process and once with `dataset_num_proc: --num_proc`
+  (peak RSS then also gives the largest worker's).
 
 It prints one line per step and then the table of conversations read, trained and dropped by reason.
 """
@@ -81,7 +81,7 @@ def sharegpt_file(limit: int | None, work_dir: Path) -> Path:
 
 
 def data_arguments(source: str):
-    from alignment.configs import DataArguments
+    from alignment.recipes.arguments import DataArguments
 
     return DataArguments(dataset_mixer={source: 1.0}, test_split_size=0.0, skip_invalid_rows=True)
 
@@ -89,8 +89,8 @@ def data_arguments(source: str):
 def build_tokenizer(name: str, cache: Path):
     import trl
 
-    from alignment.templates import load_chat_template
-    from tests.real_tokenizers import build
+    from alignment.chat.templates import load_chat_template
+    from tests.support.real_tokenizers import build
 
     if name == "mistral":
         tokenizer = build("mistral-7b-v0.1", cache)
@@ -103,10 +103,11 @@ def build_tokenizer(name: str, cache: Path):
 
 def run_step(args: argparse.Namespace) -> dict:
     """One step in this process (see the module doc); its figures as a dict."""
-    from alignment.data import load_mixture
+    from alignment.data.mixture import load_mixture
     from alignment.data.readers import open_source
-    from alignment.sft import SFT
+    from alignment.stages import STAGES
 
+    sft = STAGES["sft"].stage  # the SFT unit, imported with the rest
     if args.step == "imports":
         return {"seconds": 0.0, "rows": 0}
     if args.step == "read":
@@ -116,14 +117,14 @@ def run_step(args: argparse.Namespace) -> dict:
         return {"seconds": time.perf_counter() - start, "rows": len(read.dataset) + len(read.dropped)}
     start = time.perf_counter()
     data_args = data_arguments(args.source)
-    mixture = load_mixture(data_args, validate_row=SFT.row_problem, required_columns=list(SFT.required_columns))
+    mixture = load_mixture(data_args, validate_row=sft.row_problem, required_columns=list(sft.required_columns))
     seconds = time.perf_counter() - start
     (report,) = mixture.report.sources
     if args.step == "read+validate":
         return {"seconds": seconds, "rows": report.read["train"], "kept": report.kept, "invalid": report.invalid}
     tokenizer = build_tokenizer(args.tokenizer, Path(args.work_dir) / "tokenizers")
     start = time.perf_counter()
-    data, truncation = SFT.tokenize(
+    data, truncation = sft.tokenize(
         mixture["train"],
         tokenizer,
         split="train",

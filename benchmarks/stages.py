@@ -26,7 +26,7 @@ import trl
 import yaml
 from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 
-from alignment.data import read_rows
+from alignment.data.readers import read_rows
 from alignment.stages import STAGES
 from benchmarks.configs import CONFIGURATIONS, Configuration, Settings
 from benchmarks.measure import StepMeter, Stopwatch, metered, model_flops_utilization, peak_flops, peak_memory_mb
@@ -104,8 +104,10 @@ def handbook_trainer(
         recipe["per_device_train_batch_size"] = world.packs_per_batch
     path = run_dir / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    stage = STAGES[configuration.stage]
-    parsed, tokenizer = stage.start([str(path)])
+    entry = STAGES[configuration.stage]
+    parsed = entry.parse([str(path)])
+    stage = entry.stage
+    tokenizer = stage.start(parsed)
     stopwatch = Stopwatch()
     data = stage.load_data(parsed, tokenizer)
     model = stage.load_model(parsed, tokenizer)

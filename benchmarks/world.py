@@ -14,7 +14,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl.data_utils import pack_dataset
 
-from alignment.turns import tokenize_conversation
+from alignment.chat.turns import tokenize_conversation
 from benchmarks.configs import Settings
 from benchmarks.data import chat_rows, preference_rows, trace_rows
 from tiny_world import build_model, build_tiny_world, write_jsonl_splits

@@ -13,21 +13,25 @@ newest checkpoint in `output_dir`.
     python scripts/run_dpo.py recipes/tiny/dpo/config.yaml --loss_type simpo --simpo_gamma 0.5
 
 Data: rows in UltraFeedback-binarized form (`chosen`/`rejected` chats sharing their prompt turns), TRL's
-conversational form (`prompt`, `chosen`, `rejected` message lists) or plain strings (see `alignment.preferences`).
+conversational form (`prompt`, `chosen`, `rejected` message lists) or plain strings (see `alignment.data.pairs`).
 Outputs in `output_dir`: the model (or adapter), its tokenizer with the chat template, a generation config that stops
 at the template's end of turn, `resolved_config.yaml`, metrics (`rewards/accuracies`, `rewards/margins`, ...) and a
 model card.
-Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys, bad
+Errors, each printed as one message with exit status 2 (`alignment.runtime.cli`): `RecipeError` for unknown keys, bad
 values or a recipe this machine or launch cannot run (QLoRA without a GPU), `DataError` for a source that cannot
 be read, `InvalidRowError` for a bad pair (prompts differ, chosen equals rejected, ...; or drops them with
 `skip_invalid_rows: true`), `ChatTemplateError` for rows the template cannot split into prompt and reply.
 """
 
-from alignment.cli import run_cli
-from alignment.dpo import DPO as STAGE
+from alignment.runtime.cli import run_cli
+from alignment.stages import STAGES
+
+STAGE = STAGES["dpo"]
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
 RECIPE_DATACLASSES = STAGE.recipe_dataclasses
 
 if __name__ == "__main__":
-    run_cli(STAGE.run)  # parse -> data -> model -> trainer -> train (resuming) -> save: `alignment.stage.Stage.run`
+    run_cli(
+        STAGE.run
+    )  # parse -> data -> model -> trainer -> train (resuming) -> save: `alignment.stages.StageEntry.run`

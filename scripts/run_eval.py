@@ -16,17 +16,17 @@ import json
 import logging
 from pathlib import Path
 
-from alignment.cli import run_cli
-from alignment.data import read_rows
+from alignment.data.readers import read_rows
 from alignment.evaluation import (
     EvalArguments,
     compare_policies,
-    load_rule,
     prompts_from_rows,
     reward_model_accuracy,
     value_step_metrics,
 )
-from alignment.parser import RecipeParser
+from alignment.recipes.parser import RecipeParser
+from alignment.runtime.cli import run_cli
+from alignment.runtime.rules import load_rule
 
 RECIPE_DATACLASSES = (EvalArguments,)
 

@@ -13,9 +13,9 @@ import json
 import logging
 from pathlib import Path
 
-from alignment.cli import run_cli
-from alignment.parser import RecipeParser
 from alignment.pipeline import PipelineConfig, run_pipeline
+from alignment.recipes.parser import RecipeParser
+from alignment.runtime.cli import run_cli
 
 RECIPE_DATACLASSES = (PipelineConfig,)
 

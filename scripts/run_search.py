@@ -12,12 +12,12 @@ Outputs in `output_dir`: `traces.jsonl` (`{"prompt", "response": [{"step", "Q"}]
 the chosen traces and compute per prompt), `resolved_config.yaml`, `run_finished.json`. Finished prompts are
 appended as they finish; a restart resumes after the last one and writes what an uninterrupted run writes; a
 finished run with the same recipe reports complete and exits 0 (`alignment.search.run`).
-Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys, bad values,
-a missing model or prompt file, `OutputDirError` for an `output_dir` that holds another recipe's search.
+Errors, each printed as one message with exit status 2 (`alignment.runtime.cli`): `RecipeError` for unknown keys, bad
+values, a missing model or prompt file, `OutputDirError` for an `output_dir` that holds another recipe's search.
 """
 
-from alignment.cli import run_cli
-from alignment.search import RECIPE_DATACLASSES, run_search
+from alignment.runtime.cli import run_cli
+from alignment.search.run import RECIPE_DATACLASSES, run_search
 
 __all__ = ["RECIPE_DATACLASSES"]
 

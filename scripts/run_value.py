@@ -13,17 +13,21 @@ Outputs in `output_dir`: the model (or LoRA adapter) with `value_head.safetensor
 checkpoint; reload with `alignment.value.load_value_model`), its tokenizer with the chat template, a generation
 config, `resolved_config.yaml`, metrics (value MSE, sign accuracy, AUROC, SFT loss, steps lost to truncation) and a
 model card.
-Errors, each printed as one message with exit status 2 (`alignment.cli`): `RecipeError` for unknown keys, bad
+Errors, each printed as one message with exit status 2 (`alignment.runtime.cli`): `RecipeError` for unknown keys, bad
 values or a recipe this machine or launch cannot run (QLoRA without a GPU), `DataError` for a source that cannot
 be read, `InvalidRowError` for malformed rows (or drops them with `skip_invalid_rows: true`), `ChatTemplateError` for a
 prompt the template cannot render.
 """
 
-from alignment.cli import run_cli
-from alignment.value import VALUE as STAGE
+from alignment.runtime.cli import run_cli
+from alignment.stages import STAGES
+
+STAGE = STAGES["value"]
 
 # Every key of a recipe for this script is a field of one of these (tests/test_recipes.py checks the shipped ones).
 RECIPE_DATACLASSES = STAGE.recipe_dataclasses
 
 if __name__ == "__main__":
-    run_cli(STAGE.run)  # parse -> data -> model -> trainer -> train (resuming) -> save: `alignment.stage.Stage.run`
+    run_cli(
+        STAGE.run
+    )  # parse -> data -> model -> trainer -> train (resuming) -> save: `alignment.stages.StageEntry.run`

@@ -10,8 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from alignment.stages import STAGES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers (`make test`: `pytest -n 2`) take one thread each, and so does every process they start (the
+    # scripts inherit this environment): two processes of 2 threads each on 2 cores slow each other down many times.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,14 +40,15 @@ def run_stage(
     extra_env: dict[str, str] | None = None,
     recipe: str | None = None,
 ) -> tuple[subprocess.CompletedProcess, Path]:
-    """`scripts/run_<stage>.py` on its tiny recipe and the tiny world's data, through `tests/_launch_probe.py` (which
-    records what each rank trained on into the returned folder, `output_dir` + `.probe`) and `launcher` (this Python,
-    or an `accelerate launch` command). `recipe` (a path from the repository root) replaces the stage's tiny one."""
+    """`scripts/run_<stage>.py` on its tiny recipe and the tiny world's data, through `tests/support/launch_probe.py`
+    (which records what each rank trained on into the returned folder, `output_dir` + `.probe`) and `launcher` (this
+    Python, or an `accelerate launch` command). `recipe` (a path from the repository root) replaces the stage's tiny
+    one."""
     probe_dir = output_dir.with_suffix(".probe")
     probe_dir.mkdir(parents=True, exist_ok=True)
     command = [
         *launcher,
-        str(REPO / "tests" / "_launch_probe.py"),
+        str(REPO / "tests" / "support" / "launch_probe.py"),
         str(REPO / "scripts" / f"run_{stage}.py"),
         str(REPO / (recipe or f"recipes/tiny/{stage}/config.yaml")),
         *["--model_name_or_path", str(world / "base"), "--dataset_mixer", json.dumps({str(world / stage): 1.0})],
@@ -53,7 +61,7 @@ def run_stage(
 
 
 def probe_records(probe_dir: Path) -> dict[int, dict[str, dict]]:
-    """What `tests/_launch_probe.py` recorded: step -> rank file name ("rank0", ...) -> record."""
+    """What `tests/support/launch_probe.py` recorded: step -> rank file name ("rank0", ...) -> record."""
     records: dict[int, dict[str, dict]] = {}
     for path in sorted(probe_dir.glob("rank*.jsonl")):
         for line in path.read_text().splitlines():
@@ -95,7 +103,8 @@ def tiny_tokenizer(tiny_world):
     return AutoTokenizer.from_pretrained(tiny_world / "base")
 
 
-# Real vocabularies (pip-shipped artefacts, `tests/real_tokenizers.py`) on tiny random models, for the stages' runs.
+# Real vocabularies (pip-shipped artefacts, `tests/support/real_tokenizers.py`) on tiny random models, for the
+# stages' runs.
 REAL_WORLD_ROWS = {"train": 16, "test": 8}
 # The tiny random body both real-vocabulary models share: the vocabulary's embeddings dominate its size.
 TINY_BODY = {
@@ -119,7 +128,7 @@ def _real_world(root: Path, tokenizer, model, tiny_world: Path) -> Path:
     """`base/` (the model and tokenizer) and the first rows of each of the tiny world's stage datasets."""
     model.save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
-    for stage in ("sft", "dpo", "rm", "value"):
+    for stage in STAGES:
         (root / stage).mkdir(parents=True)
         for split, rows in REAL_WORLD_ROWS.items():
             lines = (tiny_world / stage / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:rows]
@@ -136,7 +145,7 @@ def mistral_world(tiny_world, real_tokenizer_cache, tmp_path_factory) -> Path:
     """
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
-    from tests.real_tokenizers import build
+    from tests.support.real_tokenizers import build
 
     torch.manual_seed(0)
     config = MistralConfig(vocab_size=32000, **TINY_BODY)
@@ -164,7 +173,7 @@ def qwen_world(tiny_world, real_tokenizer_cache, tmp_path_factory) -> Path:
     import trl
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from tests.real_tokenizers import build
+    from tests.support.real_tokenizers import build
 
     torch.manual_seed(0)
     tokenizer = build("qwen3", real_tokenizer_cache)

@@ -10,9 +10,9 @@ import statistics
 import pytest
 import torch
 
-from alignment.preferences import encode_pair
-from alignment.turns import tokenize_conversation
-from alignment.value import to_trace, tokenize_trace
+from alignment.chat.turns import tokenize_conversation
+from alignment.data.pairs import encode_pair
+from alignment.value.rows import to_trace, tokenize_trace
 from benchmarks.configs import QUICK
 from benchmarks.data import LengthProfile, TextSampler, chat_rows, preference_rows, trace_rows
 from benchmarks.evidence_tables import losses_section, spread

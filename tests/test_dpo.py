@@ -20,10 +20,13 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from trl import get_peft_config
 
-from alignment.configs import ModelArguments
-from alignment.dpo import DPOConfig, PreferenceTrainer, load_reference_model, tokenize_preferences
-from alignment.model_utils import load_model
-from alignment.preferences import PairLengthGroupedSampler
+from alignment.dpo.config import DPOConfig
+from alignment.dpo.pairs import tokenize_preferences
+from alignment.dpo.reference import load_reference_model
+from alignment.dpo.trainer import PreferenceTrainer
+from alignment.recipes.arguments import ModelArguments
+from alignment.runtime.loading import load_model
+from alignment.runtime.samplers import PairLengthGroupedSampler
 from tiny_world import (
     answer_is_correct,
     arithmetic_rows,

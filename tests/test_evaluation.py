@@ -3,14 +3,9 @@
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from alignment.data import read_rows
-from alignment.evaluation import (
-    EvalArguments,
-    compare_policies,
-    load_rule,
-    prompts_from_rows,
-    reward_model_accuracy,
-)
+from alignment.data.readers import read_rows
+from alignment.evaluation import EvalArguments, compare_policies, prompts_from_rows, reward_model_accuracy
+from alignment.runtime.rules import load_rule
 from tiny_world import STYLE_FLAW, answer_is_correct, sum_is_correct
 
 

@@ -2,8 +2,8 @@
 accelerate configs unchanged (plus `--num_processes 2 --mixed_precision no`), trains exactly what one process
 trains at the same global batch, and saves outputs a plain process loads without DeepSpeed.
 
-Each stage runs 6 steps three ways: one process x batch 8, DDP 2 x 4, ZeRO-3 2 x 4, through `tests/_launch_probe.py`,
-which records the examples each rank trained on at each step.
+Each stage runs 6 steps three ways: one process x batch 8, DDP 2 x 4, ZeRO-3 2 x 4, through
+`tests/support/launch_probe.py`, which records the examples each rank trained on at each step.
 """
 
 import json
@@ -58,10 +58,10 @@ def launch(layout: str, case: str, world: Path, output_dir: Path, extra_env=None
 
 RELOAD = """
 import json, sys, torch
-from alignment.configs import ModelArguments
-from alignment.model_utils import load_model
-from alignment.reward import load_reward_model
-from alignment.value import load_value_model
+from alignment.recipes.arguments import ModelArguments
+from alignment.runtime.loading import load_model
+from alignment.reward.scoring import load_reward_model
+from alignment.value.modeling import load_value_model
 stage, paths = sys.argv[1], sys.argv[2:]
 ids = torch.tensor([[5, 17, 42, 99, 7, 3, 60, 11]])
 outputs = []

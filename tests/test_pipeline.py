@@ -6,8 +6,8 @@ import sys
 import pytest
 import yaml
 
-from alignment.parser import RecipeParser
 from alignment.pipeline import PipelineConfig, run_pipeline
+from alignment.recipes.parser import RecipeParser
 
 from .conftest import REPO
 

@@ -1,11 +1,11 @@
 """Every stage on real vocabularies: Zephyr's own tokenizer (Mistral-7B-v0.1, legacy SentencePiece) with the Zephyr
 recipes, and Qwen3's real vocabulary with its vendor template over multi-turn chats (tiny random models; the
-tokenizers are built from pip-shipped files by `tests/real_tokenizers.py`).
+tokenizers are built from pip-shipped files by `tests/support/real_tokenizers.py`).
 
-Two tiers: the tokenized data of each stage checked against the token invariant (`tests/invariant.py`) row by row,
-with the oracle written from `apply_chat_template` alone; and each script run through its real entry point for a few
-steps, which must finish, log finite losses, and train exactly the examples the invariant was checked on (the probe's
-fingerprints). The shipped recipes are used with only the model, the data and what a CPU cannot run swapped:
+Two tiers: the tokenized data of each stage checked against the token invariant (`tests/support/invariant.py`) row by
+row, with the oracle written from `apply_chat_template` alone; and each script run through its real entry point for a
+few steps, which must finish, log finite losses, and train exactly the examples the invariant was checked on (the
+probe's fingerprints). The shipped recipes are used with only the model, the data and what a CPU cannot run swapped:
 flash attention (`sdpa`), bf16 (fp32), tensorboard (none), 12 data processes (1), and the step count and batch size.
 """
 
@@ -19,16 +19,17 @@ import pytest
 import trl
 from datasets import load_dataset
 
-from alignment.configs import ModelArguments
-from alignment.dpo import tokenize_preferences
-from alignment.model_utils import load_tokenizer
-from alignment.preferences import to_pair
-from alignment.reward import tokenize_pairs
-from alignment.sft import tokenize_chats
-from alignment.templates import load_chat_template
-from alignment.turns import encode_chat
-from alignment.value import to_trace, tokenize_traces
-from tests.invariant import check_invariant, expected_turn
+from alignment.chat.templates import load_chat_template
+from alignment.chat.turns import encode_chat
+from alignment.data.pairs import to_pair
+from alignment.dpo.pairs import tokenize_preferences
+from alignment.recipes.arguments import ModelArguments
+from alignment.reward.pairs import tokenize_pairs
+from alignment.runtime.loading import load_tokenizer
+from alignment.sft.rows import tokenize_chats
+from alignment.stages import STAGES
+from alignment.value.rows import to_trace, tokenize_traces
+from tests.support.invariant import check_invariant, expected_turn
 
 from .conftest import logged_losses, probe_records, run_stage
 
@@ -59,7 +60,8 @@ def world_tokenizer(world: Path, name: str):
 
 
 def fingerprint(**fields: list[int]) -> str:
-    """As `tests/_launch_probe.py` fingerprints an example: every `*input_ids` field's unpadded ids, in key order."""
+    """As `tests/support/launch_probe.py` fingerprints an example: every `*input_ids` field's unpadded ids, in key
+    order."""
     digest = hashlib.sha1()
     for key in sorted(fields):
         digest.update(key.encode() + b":" + ",".join(map(str, fields[key])).encode() + b";")
@@ -120,7 +122,7 @@ def checked_examples(world: Path, name: str, stage: str) -> frozenset[str]:
     return frozenset(fingerprint(input_ids=example["input_ids"]) for example in data)
 
 
-@pytest.mark.parametrize("stage", ["sft", "dpo", "rm", "value"])
+@pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("name", ["mistral", "qwen3"])
 def test_stage_data_meets_the_invariant_on_real_vocabularies(name, stage, mistral_world, qwen_world):
     world = mistral_world if name == "mistral" else qwen_world
@@ -128,7 +130,7 @@ def test_stage_data_meets_the_invariant_on_real_vocabularies(name, stage, mistra
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["sft", "dpo", "rm", "value"])
+@pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("name", ["mistral", "qwen3"])
 def test_stage_trains_on_real_vocabularies(name, stage, mistral_world, qwen_world, tmp_path):
     world = mistral_world if name == "mistral" else qwen_world

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
-from alignment.parser import RecipeParser
+from alignment.recipes.parser import RecipeParser
 from alignment.stages import STAGES, stage_of_recipe
 
 from .conftest import REPO

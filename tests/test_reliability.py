@@ -1,6 +1,6 @@
 """Crash safety, end to end: a run killed with SIGKILL and started again ends exactly as if never interrupted,
 checkpoints cut off mid-write are skipped, finished outputs are never overwritten, and a diverged run stops without
-saving NaN weights. Each run goes through `tests/_launch_probe.py`, which records the examples of every step and
+saving NaN weights. Each run goes through `tests/support/launch_probe.py`, which records the examples of every step and
 kills the process at a chosen moment."""
 
 import shutil
@@ -9,13 +9,13 @@ import signal
 import pytest
 import torch
 
-from alignment.reliability import MANIFEST_NAME
+from alignment.runtime.reliability import MANIFEST_NAME
+from alignment.stages import STAGES
 
 from .conftest import logged_losses, probe_records, run_stage, saved_weights
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("sft", "dpo", "rm", "value")
 # 8 steps of batch 8, a complete checkpoint every 2 steps.
 RUN = [
     *["--max_steps", "8", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--eval_strategy", "no"],

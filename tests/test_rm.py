@@ -17,17 +17,13 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, LlamaForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
-from alignment.configs import DataArguments, ModelArguments
-from alignment.data import read_rows
-from alignment.parser import RecipeParser
-from alignment.reward import (
-    PairwiseRewardTrainer,
-    RewardConfig,
-    reward_peft_config,
-    reward_statistics,
-    score,
-    tokenize_pairs,
-)
+from alignment.data.readers import read_rows
+from alignment.recipes.arguments import DataArguments, ModelArguments
+from alignment.recipes.parser import RecipeParser
+from alignment.reward.config import RewardConfig, reward_peft_config
+from alignment.reward.pairs import tokenize_pairs
+from alignment.reward.scoring import score
+from alignment.reward.trainer import PairwiseRewardTrainer, reward_statistics
 from tiny_world import operand_pairs, preference_rows
 
 from .conftest import REPO

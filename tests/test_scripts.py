@@ -10,9 +10,9 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment.data import read_rows
-from alignment.templates import load_chat_template
-from alignment.turns import IGNORE_INDEX
+from alignment.chat.templates import load_chat_template
+from alignment.chat.turns import IGNORE_INDEX
+from alignment.data.readers import read_rows
 from tiny_world import NUM_TRAIN_ROWS, held_out_loss
 
 from .conftest import REPO, run
@@ -73,7 +73,8 @@ def test_last_turn_only_mask_does_not_reach_the_threshold(tiny_world, tmp_path):
     from datasets import load_dataset
     from trl import SFTTrainer
 
-    from alignment.sft import SFTConfig, tokenize_chats
+    from alignment.sft.config import SFTConfig
+    from alignment.sft.rows import tokenize_chats
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_world / "base")
     train, _ = tokenize_chats(load_dataset(str(tiny_world / "sft"), split="train"), tokenizer, max_length=128)

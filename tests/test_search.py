@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from alignment.configs import DataArguments
-from alignment.data import load_mixture
-from alignment.value import value_row_problem
+from alignment.data.mixture import load_mixture
+from alignment.recipes.arguments import DataArguments
+from alignment.value.rows import value_row_problem
 from tiny_world.chains import write_chain_data
 
 from .conftest import REPO
@@ -47,7 +47,7 @@ def search_world(tiny_world, tmp_path_factory) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignment.value import ValueHead, ValueModel, save_value_model
+    from alignment.value.modeling import ValueHead, ValueModel, save_value_model
 
     root = tmp_path_factory.mktemp("search")
     write_chain_data(root / "chains", num_train=40, num_test=12)

@@ -9,9 +9,9 @@ Read by `load_mixture` (strict reader, ShareGPT detected and converted, every ro
 `skip_invalid_rows` the cut-off record is the error, named by file, line, element and byte offset; with it, every
 complete record is read, the cut one and the invalid chats are dropped and counted by reason, exactly. The kept chats
 are the ShareGPT turns mapped human -> user, gpt -> assistant, and every one of them meets the token invariant
-(`tests/invariant.py`) with Zephyr's tokenizer (Mistral-7B-v0.1, legacy SentencePiece) and template, and with Qwen3's
-real vocabulary and TRL's `qwen3.jinja`. `alignment.inspect` reports the corpus (drops by reason, turns, truncation),
-and the windowed reader is also run on a file larger than its window.
+(`tests/support/invariant.py`) with Zephyr's tokenizer (Mistral-7B-v0.1, legacy SentencePiece) and template, and with
+Qwen3's real vocabulary and TRL's `qwen3.jinja`. `alignment.inspect` reports the corpus (drops by reason, turns,
+truncation), and the windowed reader is also run on a file larger than its window.
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ import datasets
 import pytest
 import trl
 
-from alignment.configs import DataArguments
-from alignment.data import DataError, load_mixture
+from alignment.chat.templates import load_chat_template
+from alignment.chat.turns import encode_chat
+from alignment.data.mixture import load_mixture
+from alignment.data.rows import DataError
 from alignment.data.strict_json import CUT_OFF, JsonDocument
 from alignment.inspect import inspect_recipe, length_stats
-from alignment.sft import SFT, tokenize_chats
-from alignment.templates import load_chat_template
-from alignment.turns import encode_chat
-from tests.invariant import check_invariant
-from tests.real_tokenizers import build
+from alignment.recipes.arguments import DataArguments
+from alignment.sft.rows import tokenize_chats
+from alignment.stages import STAGES
+from tests.support.invariant import check_invariant
+from tests.support.real_tokenizers import build
 
 SAMPLE = Path(__file__).parent / "fixtures" / "sharegpt" / "sample.json"
 QWEN3_TEMPLATE = str(Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja")
@@ -50,11 +52,12 @@ DROPPED = {
 
 
 def load(*, skip_invalid_rows: bool):
-    """The sample as the SFT stage loads it (`SFT.load_rows`): its train split, nothing held out."""
+    """The sample as the SFT stage loads it (`Stage.load_rows`): its train split, nothing held out."""
+    sft = STAGES["sft"].stage
     data_args = DataArguments(
         dataset_mixer={str(SAMPLE): 1.0}, test_split_size=0.0, skip_invalid_rows=skip_invalid_rows
     )
-    return load_mixture(data_args, validate_row=SFT.row_problem, required_columns=list(SFT.required_columns))
+    return load_mixture(data_args, validate_row=sft.row_problem, required_columns=list(sft.required_columns))
 
 
 def complete_records(text: str) -> tuple[list[dict], int]:

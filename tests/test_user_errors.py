@@ -1,7 +1,7 @@
 """User errors end as one message and exit status 2, through the real entry points; bugs still raise.
 
 Every error here happens before training (recipe parsing, the output folder check, data loading), so each script run
-costs only its start-up. The in-process tests call `alignment.cli.run_cli` directly.
+costs only its start-up. The in-process tests call `alignment.runtime.cli.run_cli` directly.
 """
 
 import json
@@ -10,12 +10,13 @@ import sys
 import pytest
 import yaml
 
-import alignment.cli
-from alignment.cli import NON_MAIN_RANK_EXIT_DELAY_S, USER_ERROR_EXIT_STATUS, run_cli
-from alignment.data import InvalidRowError, read_rows
-from alignment.parser import RecipeParser
+import alignment.runtime.cli
+from alignment.data.readers import read_rows
+from alignment.data.rows import InvalidRowError
 from alignment.pipeline import PipelineConfig
-from alignment.reliability import FINISHED_NAME, RESOLVED_CONFIG_NAME
+from alignment.recipes.parser import RecipeParser
+from alignment.runtime.cli import NON_MAIN_RANK_EXIT_DELAY_S, USER_ERROR_EXIT_STATUS, run_cli
+from alignment.runtime.reliability import FINISHED_NAME, RESOLVED_CONFIG_NAME
 
 from .conftest import run
 
@@ -128,7 +129,7 @@ def test_debug_switch_shows_the_traceback():
     result = sft(*TYPO, env={"ALIGNMENT_DEBUG": "1"})
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
-    assert "alignment.parser.RecipeError: Unknown recipe key `learning_rat`" in result.stderr
+    assert "alignment.recipes.parser.RecipeError: Unknown recipe key `learning_rat`" in result.stderr
     assert "error: " not in result.stderr
 
 
@@ -210,7 +211,7 @@ def test_a_non_main_rank_exits_silently(main_process, monkeypatch, capsys, rank)
 def test_a_non_main_rank_of_a_launch_exits_after_rank_0_has_reported(main_process, monkeypatch, capsys):
     """`torchrun` stops every process 0.1 s after the first exits: rank 1 must not stop rank 0 before it prints."""
     slept = []
-    monkeypatch.setattr(alignment.cli.time, "sleep", slept.append)
+    monkeypatch.setattr(alignment.runtime.cli.time, "sleep", slept.append)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit):

@@ -14,22 +14,15 @@ from datasets import load_dataset
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment.configs import ModelArguments
-from alignment.data import read_rows
-from alignment.value import (
-    Q_IGNORE,
-    VALUE_HEAD_NAME,
-    ValueConfig,
-    ValueHead,
-    ValueModel,
-    ValueTrainer,
-    build_value_model,
-    load_value_model,
-    score_steps,
-    score_traces,
-    tokenize_traces,
-    value_metrics,
-)
+from alignment.data.readers import read_rows
+from alignment.recipes.arguments import ModelArguments
+from alignment.value.config import ValueConfig
+from alignment.value.formats import Q_IGNORE
+from alignment.value.loss import value_metrics
+from alignment.value.modeling import VALUE_HEAD_NAME, ValueHead, ValueModel, build_value_model, load_value_model
+from alignment.value.rows import tokenize_traces
+from alignment.value.scoring import score_steps, score_traces
+from alignment.value.trainer import ValueTrainer
 from tiny_world import write_step_data
 
 from .conftest import REPO, run

@@ -10,9 +10,7 @@ token (the generation config written by `run_utils.set_generation_eos`); decodin
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,38 +18,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment.reward import load_reward_model, score_with
-from alignment.value import load_value_model, score_traces, to_trace, value_metrics
+from alignment.reward.scoring import load_reward_model, score_with
+from alignment.runtime.rules import RULE_FORM, Rule, load_rule
+from alignment.value.loss import value_metrics
+from alignment.value.modeling import load_value_model
+from alignment.value.rows import to_trace
+from alignment.value.scoring import score_traces
 
 logger = logging.getLogger(__name__)
-
-# A rule judges one reply to a prompt: True when it is right.
-Rule = Callable[[list[dict[str, str]], str], bool]
-RULE_FORM = "`package.module:function`, a callable `(prompt_messages, answer) -> bool`"
-
-
-def load_rule(path: str, key: str = "rule") -> Rule:
-    """The rule that `path` names as `package.module:function`, imported.
-
-    A path of another form, a module that does not exist or a name it lacks is a `ValueError` naming the recipe
-    `key`, what was not found and the expected form. An error raised while the module itself imports is a bug in it
-    and propagates.
-    """
-    module_name, _, function_name = path.partition(":")
-    if not module_name or not function_name:
-        raise ValueError(f"`{key}: {path}` is not an import path; expected {RULE_FORM}.")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name is None or not (module_name == err.name or module_name.startswith(f"{err.name}.")):
-            raise  # the module exists; something it imports does not
-        raise ValueError(f"`{key}: {path}`: no module `{module_name}` can be imported; expected {RULE_FORM}.") from err
-    rule = getattr(module, function_name, None)
-    if rule is None:
-        raise ValueError(f"`{key}: {path}`: module `{module_name}` has no `{function_name}`; expected {RULE_FORM}.")
-    if not callable(rule):
-        raise ValueError(f"`{key}: {path}`: `{function_name}` is not callable; expected {RULE_FORM}.")
-    return rule
 
 
 @torch.no_grad()

@@ -11,8 +11,8 @@ batch of `per_device_train_batch_size` would carry in random order. Any recipe k
 scripts (`--max_length 512`). Only the tokenizer is loaded, never the model.
 
 A chat that one sequence cannot hold in every turn's inference context is shown as the examples it becomes
-(`history_rewrite`, see `alignment.turns`), each headed with the turn it trains; a chat the template refuses is shown
-with the check it failed. Statistics count refused rows by reason instead of stopping at the first.
+(`history_rewrite`, see `alignment.chat.turns`), each headed with the turn it trains; a chat the template refuses is
+shown with the check it failed. Statistics count refused rows by reason instead of stopping at the first.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from functools import partial
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from alignment.cli import run_cli
-from alignment.configs import DataArguments
-from alignment.parser import RecipeParser
-from alignment.run_utils import load_tokenizer_with_template
-from alignment.sft import SFT, chat_template_kwargs, padding_fraction
-from alignment.stage import Recipe
-from alignment.templates import ChatTemplateError
-from alignment.turns import IGNORE_INDEX, encode_chat
+from alignment.chat.templates import ChatTemplateError
+from alignment.chat.turns import IGNORE_INDEX, encode_chat
+from alignment.data.encoding import padding_fraction
+from alignment.recipes.arguments import DataArguments
+from alignment.runtime.cli import run_cli
+from alignment.runtime.lifecycle import load_tokenizer_with_template
+from alignment.sft.rows import chat_template_kwargs
+from alignment.stages import STAGES
 
 GREEN, RESET = "\033[32m", "\033[0m"
 
@@ -81,12 +81,14 @@ def length_stats(lengths: list[int]) -> dict[str, float]:
 def inspect_recipe(argv: list[str]) -> tuple[dict, PreTrainedTokenizerBase, Dataset, DataArguments]:
     """The statistics for the recipe in `argv` (recipe path first, then overrides), with the tokenizer, the train
     rows and the data arguments needed to render examples."""
-    recipe = Recipe(*RecipeParser(SFT.recipe_dataclasses).parse(argv))
+    entry = STAGES["sft"]
+    recipe = entry.parse(argv)
+    sft = entry.stage
     data_args, training_args = recipe.data, recipe.training
     tokenizer = load_tokenizer_with_template(recipe.model, data_args, training_args)
-    raw = SFT.load_rows(recipe)
+    raw = sft.load_rows(recipe)
     # Every refusal counted by reason instead of stopping at the first.
-    options = {**SFT.tokenizer_options(recipe), "skip_invalid_rows": True}
+    options = {**sft.tokenizer_options(recipe), "skip_invalid_rows": True}
     report: dict = {"max_length": training_args.max_length, "sources": [], "splits": {}}
     for source in raw.report.sources:
         report["sources"].append(
@@ -95,8 +97,8 @@ def inspect_recipe(argv: list[str]) -> tuple[dict, PreTrainedTokenizerBase, Data
         )
     for split, dataset in raw.items():
         source_of = partial(raw.source_of, split)
-        full, _ = SFT.tokenize(dataset, tokenizer, split=split, source_of=source_of, **{**options, "max_length": None})
-        _, truncation = SFT.tokenize(dataset, tokenizer, split=split, source_of=source_of, **options)
+        full, _ = sft.tokenize(dataset, tokenizer, split=split, source_of=source_of, **{**options, "max_length": None})
+        _, truncation = sft.tokenize(dataset, tokenizer, split=split, source_of=source_of, **options)
         lengths = [len(ids) for ids in full["input_ids"]]
         if not lengths:  # an empty test split, or every row refused (the reasons are logged above)
             report["splits"][split] = {"examples": 0, "rows_refused": truncation.refused_rows}

@@ -4,8 +4,8 @@ A pipeline recipe lists stages; each stage is a stage script (by default the one
 `alignment.stages`) with a recipe and optional overrides. Stages run in order as separate processes, so each gets a
 fresh interpreter and exactly the behaviour of a manual run (logging, resolved config, resume). Every stage is started:
 one whose `output_dir` holds a run finished with the same recipe reports it complete and exits 0, one finished with
-another recipe stops the pipeline naming the keys that differ (`alignment.reliability.check_output_dir`), and an
-interrupted one resumes from its newest complete checkpoint on its own. A stage that fails stops the pipeline with
+another recipe stops the pipeline naming the keys that differ (`alignment.runtime.reliability.check_output_dir`), and
+an interrupted one resumes from its newest complete checkpoint on its own. A stage that fails stops the pipeline with
 `StageFailedError`, which names the stage; the stage's own message is already in the log above it.
 
     stages:
@@ -25,18 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignment.parser import RecipeError, RecipeParser
-from alignment.reliability import is_finished
+from alignment.recipes.parser import RecipeError, RecipeParser
+from alignment.runtime.cli import StageFailedError
+from alignment.runtime.reliability import is_finished
 from alignment.stages import STAGES, stage_of_recipe
 
 logger = logging.getLogger(__name__)
 
 STAGE_KEYS = ("recipe", "script", "overrides")
-
-
-class StageFailedError(RuntimeError):
-    """A stage's process exited non-zero. Its own error (message or traceback) is in the log above; this only names
-    the stage, so `alignment.cli` prints it as one line instead of a second traceback."""
 
 
 @dataclass

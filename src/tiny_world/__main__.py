@@ -11,7 +11,7 @@ answers the rule (`tiny_world.arithmetic.answer_is_correct`) calls correct.
 import argparse
 import logging
 
-from alignment.cli import run_cli
+from alignment.runtime.cli import run_cli
 from tiny_world.build import build_tiny_world
 from tiny_world.chains import write_chain_data
 from tiny_world.evaluation import evaluate

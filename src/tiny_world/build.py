@@ -14,7 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from alignment.templates import load_chat_template
+from alignment.chat.templates import load_chat_template
 from tiny_world.arithmetic import arithmetic_rows, operand_pairs, preference_rows, with_style_flaw
 from tiny_world.steps import step_rows
 
@@ -90,18 +90,14 @@ def write_step_data(directory: str | Path, *, seed: int = 0, num_train: int = 20
     return write_jsonl_splits(directory, {"train": step_rows(num_train, seed), "test": step_rows(num_test, seed + 1)})
 
 
-# The careless teacher's share of flawed answers. Greedy decoding keeps the flaw wherever it is the likelier ending:
-# at 0.7 (and 2,000 rows) one seed's dSFT model still answered 5.5% of held-out prompts clean; at 0.8 (and 8,000 rows)
-# none did on seeds 0-2.
+# The careless teacher's share of flawed answers: high enough that greedy decoding keeps the flaw on every seed
+# (benchmarks/RESULTS.md, "The tiny pipeline over seeds").
 TEACHER_FLAW_SHARE = 0.8
-# Training rows of the SFT chats and the preference pairs (the value traces keep `write_step_data`'s 2,000): 8,000
-# chats cover nearly all 8,100 training operand pairs. With 2,000 the dSFT model
-# memorised a quarter of them (held-out sum-correct 0.925-0.98 over seeds 0-2, and dDPO cost up to 8 points of
-# it); with 8,000 it adds held-out pairs right 0.99-1.00 of the time, at the same steps.
+# Training rows of the SFT chats and the preference pairs (the value traces keep `write_step_data`'s 2,000): enough
+# to cover nearly all 8,100 training operand pairs, so the dSFT model learns to add rather than memorise.
 NUM_TRAIN_ROWS = 8000
-# Layers of the search demo's value body, whose head reads the LM's likelihood (`value_reads_likelihood`). Among
-# held-out prompts with right and wrong sampled chains, the highest-valued chain is right 0.61-0.71 of the time with
-# the 4-layer policy as the body, 0.89 with an 8-layer body trained as long (a random pick: 0.35; seed 0).
+# Layers of the search demo's value body, whose head reads the LM's likelihood (`value_reads_likelihood`): deeper
+# than the 4-layer policy, whose LM slips where the policy does.
 VALUE_BODY_LAYERS = 8
 
 

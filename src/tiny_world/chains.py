@@ -11,19 +11,14 @@ numbers). The rule `final_answer_is_correct` checks only the final answer, as Re
 after the last `=` must be the sum of the prompt's numbers. `step_correctness` judges every step, for the initial
 value traces and for measuring a value model on steps.
 
-The numbers are 1-9 and the sums at most 54. The tiny policy of `recipes/tiny/rest_mcts/sft` (700 steps, about 3
-minutes on one core) still slips on some steps, mostly by adding the wrong number of the prompt, sometimes by
-misadding, mostly on the last step: on the 200 held-out prompts its greedy chain ends on the right answer 0.72 of
-the time (seed 0; 0.44-0.90 over seeds 0-2, `benchmarks/search.py`), 8 sampled chains hold a right one 0.79-0.98 of
-the time, and after 2,000 steps greedy is right on all of them (seed 0). Those last-step slips are systematic (for
-about 15% of the prompts no sample finds the last number), so a search that checks every step gains nothing over
-best-of-N there. `largest_number` draws the numbers from a wider range: at 1-29 the running totals carry more often
-and, on the seeds whose 700-step policy has learnt the task, the first errors spread over every step
-(`benchmarks/RESULTS.md`, "What the 1-29 table shows"), and most misadds there are carry slips, off by 10. The
-initial value traces err the ways the policy's first errors fall on its own held-out chains (`erring_steps`): a
-wrong number, a misadd (a carry slip or off by 1-3), or a running total restated wrong. Held-out prompts are chains
-that no training prompt has, and the self-training prompts (`prompts/train`) chains that neither has, so that
-self-training finds solutions the dSFT data does not hold.
+The numbers are 1-9 and the sums at most 54. The tiny policy of `recipes/tiny/rest_mcts/sft` is trained briefly so
+that it still slips on some steps (adding the wrong number of the prompt, or misadding), which is what a search and
+a value model have to catch; how often, per seed, is in `benchmarks/RESULTS.md` (the search section).
+`largest_number` draws the numbers from a wider range, where the running totals carry more often; `num_train` makes
+worked solutions scarcer than questions. The initial value traces err the ways the policy's first errors fall on its
+own held-out chains (`erring_steps`): a wrong number, a misadd (a carry slip or off by 1-3), or a running total
+restated wrong. Held-out prompts are chains that no training prompt has, and the self-training prompts
+(`prompts/train`) chains that neither has, so that self-training finds solutions the dSFT data does not hold.
 
     chain_prompt, chain_steps     one chain's prompt and its correct steps
     final_answer_is_correct       the rule: the final answer alone (ReST-MCTS*'s oracle)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment.data import read_rows
-from alignment.turns import IGNORE_INDEX, tokenize_conversation
+from alignment.chat.turns import IGNORE_INDEX, tokenize_conversation
+from alignment.data.readers import read_rows
 from tiny_world.arithmetic import answer_is_correct
 
 

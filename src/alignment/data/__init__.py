@@ -22,7 +22,8 @@ Each source is processed on its own, in this order, so that every count and ever
 
 The counts of every step are logged at INFO, one line per source, and returned in `Mixture.report`.
 
-The package in five modules, imported from `alignment.data` (the names below) or from the module itself:
+The package's modules (import a name from its module; this package imports nothing, so that reading a recipe stays
+light):
 
 - `rows`: the row vocabulary every stage shares: `DataError`, `InvalidRowError`, `RowProblem` and its
   `problem_kind`, the chat check `conversation_problem` (tool use included).
@@ -35,26 +36,9 @@ The package in five modules, imported from `alignment.data` (the names below) or
 - `strict_json`: the strict JSON / JSON Lines parse, streaming a JSON array one element at a time in bounded
   memory; a file cut off inside an element is named (file, element, byte) or, with `skip_invalid_rows`, read up to
   the cut.
-- `mixture`: `load_mixture` and what it returns (`Mixture`, `MixtureReport`, `SourceReport`): parsing both
-  `dataset_mixer` forms, column checks, dropping invalid rows, sampling and mixing.
+- `sources`: both `dataset_mixer` forms checked into sources (`parse_mixer`), before anything is read.
+- `mixture`: `load_mixture` and what it returns (`Mixture`, `MixtureReport`, `SourceReport`): column checks,
+  dropping invalid rows, sampling and mixing.
+- `encoding`: checked rows -> token ids through a stage's encoder, refusing or counting rows without an exact mask.
+- `pairs`: the preference-pair schema DPO and reward models share (three row forms -> prompt, chosen, rejected).
 """
-
-from alignment.data.formats import chat_tools, sharegpt_to_messages
-from alignment.data.mixture import Mixture, MixtureReport, SourceReport, load_mixture
-from alignment.data.readers import read_rows
-from alignment.data.rows import DataError, InvalidRowError, RowProblem, conversation_problem, problem_kind
-
-__all__ = [
-    "DataError",
-    "InvalidRowError",
-    "Mixture",
-    "MixtureReport",
-    "RowProblem",
-    "SourceReport",
-    "chat_tools",
-    "conversation_problem",
-    "load_mixture",
-    "problem_kind",
-    "read_rows",
-    "sharegpt_to_messages",
-]

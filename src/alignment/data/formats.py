@@ -3,7 +3,7 @@
 Canonical rows: SFT reads `messages` (OpenAI's chat format, tool use included: see `conversation_problem`) and an
 optional `tools` column, the functions offered to the model (`chat_tools`; passed to the chat template as
 `apply_chat_template(..., tools=...)`); DPO and reward models read `prompt`/`chosen`/`rejected` (the forms of
-`alignment.preferences`). `alignment.data.conversion` picks a source's format and applies its converter when the
+`alignment.data.pairs`). `alignment.data.conversion` picks a source's format and applies its converter when the
 mixture loads it, so every stage, `alignment.inspect` and the recipe tests see canonical rows only.
 
 Formats, with their roles (LLaMA-Factory's names, mapped to other columns by `columns_map:`) and default columns;
@@ -31,7 +31,7 @@ the examples are one JSON line each:
   A prompt with an assistant turn is refused: TRL trains the completion only, while every assistant turn of a chat
   is trained here.
 * `preference` (DPO and reward models; canonical, kept as read): roles `prompt`, `chosen`, `rejected`: TRL's forms
-  and UltraFeedback's whole chats (`alignment.preferences`).
+  and UltraFeedback's whole chats (`alignment.data.pairs`).
 
 A role's default column is read whenever the source has it (a `system` or `tools` column is never silently
 ignored). Bad rows are never repaired: a converter returns a `RowProblem` for a row it cannot read (an empty turn, a

@@ -16,7 +16,8 @@ VALID_ROLES = ("system", "user", "assistant", "tool")
 class DataError(ValueError):
     """A data source the user named cannot be used as given: a missing file or split, a file that is not valid JSON,
     a source without the columns its stage needs, a bad mixture weight. The message names the source (file and line,
-    or hub id and split), what was found and what is valid; `alignment.cli` prints it as one line with exit 2."""
+    or hub id and split), what was found and what is valid; `alignment.runtime.cli` prints it as one line with exit
+    2."""
 
 
 class InvalidRowError(ValueError):

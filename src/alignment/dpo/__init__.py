@@ -1,9 +1,9 @@
 """The dDPO stage: its recipe config, preference data as token ids, the reference model, cached reference
 log-probs, and a `DPOTrainer` that also computes the losses TRL 1.16 lacks.
 
-Data. Rows in any form of `alignment.preferences` become token ids here, not in TRL (`encode_pair`): the prompt's
-inference ids, then each reply's ids after them (`alignment.turns`), so a template that writes its own BOS gets one
-BOS, exactly as in SFT and at inference. The prompt keeps its end (`max_prompt_length`: the last turns and the
+Data. Rows in any form of `alignment.data.pairs` become token ids here, not in TRL (`encode_pair`): the prompt's
+inference ids, then each reply's ids after them (`alignment.chat.turns`), so a template that writes its own BOS gets
+one BOS, exactly as in SFT and at inference. The prompt keeps its end (`max_prompt_length`: the last turns and the
 generation prompt are what the reply depends on); the replies keep their start and are cut to
 `max_length - prompt length`. Every cut is counted and logged; a pair whose prompt leaves no room for a reply token,
 or whose replies become identical once cut, is dropped and counted, never trained on silently.
@@ -20,44 +20,5 @@ term on the chosen reply to any of them except `orpo`, which has its own.
 
 Modules: `config` (`DPOConfig` and its checks), `losses` (the registry of preference losses and ours), `pairs`
 (tokenization and truncation), `reference` (the reference model and its log-prob cache), `trainer`
-(`PreferenceTrainer`), `stage` (the builder `DPO` that scripts and benchmarks run).
+(`PreferenceTrainer`), `stage` (`DPOStage`, the unit `alignment.stages` registers as `dpo`).
 """
-
-from alignment.dpo.config import DPOConfig
-from alignment.dpo.losses import (
-    LOSS_TYPES,
-    OUR_LOSS_TYPES,
-    PREFERENCE_LOSSES,
-    REFERENCE_FREE_LOSS_TYPES,
-    LossInputs,
-    PreferenceLoss,
-    conservative_dpo_loss,
-    kto_pair_loss,
-    orpo_loss,
-    simpo_loss,
-)
-from alignment.dpo.pairs import PreferenceTruncationReport, tokenize_preferences
-from alignment.dpo.reference import load_reference_model, no_reference_model_loaded
-from alignment.dpo.stage import DPO, DPOStage
-from alignment.dpo.trainer import PreferenceTrainer
-
-__all__ = [
-    "DPO",
-    "LOSS_TYPES",
-    "OUR_LOSS_TYPES",
-    "PREFERENCE_LOSSES",
-    "REFERENCE_FREE_LOSS_TYPES",
-    "DPOConfig",
-    "DPOStage",
-    "LossInputs",
-    "PreferenceLoss",
-    "PreferenceTrainer",
-    "PreferenceTruncationReport",
-    "conservative_dpo_loss",
-    "kto_pair_loss",
-    "load_reference_model",
-    "no_reference_model_loaded",
-    "orpo_loss",
-    "simpo_loss",
-    "tokenize_preferences",
-]

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import trl
 
-from alignment.configs import StageTrainingArguments
 from alignment.dpo.losses import (
     LABEL_SMOOTHING_LOSS_TYPES,
     LOSS_TYPES,
@@ -19,6 +18,7 @@ from alignment.dpo.losses import (
     REFERENCE_FREE_LOSS_TYPES,
     PreferenceLoss,
 )
+from alignment.recipes.arguments import StageTrainingArguments
 
 
 def _loss_type_help() -> str:

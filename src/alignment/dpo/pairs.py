@@ -1,8 +1,8 @@
 """Preference pairs as token ids, truncated, with a count of what truncation did (`tokenize_preferences`).
 
-Rows in any form of `alignment.preferences` become token ids here, not in TRL (`encode_pair`): the prompt's
-inference ids, then each reply's ids after them (`alignment.turns`), so a template that writes its own BOS gets one
-BOS, exactly as in SFT and at inference. The prompt keeps its end (`max_prompt_length`: the last turns and the
+Rows in any form of `alignment.data.pairs` become token ids here, not in TRL (`encode_pair`): the prompt's
+inference ids, then each reply's ids after them (`alignment.chat.turns`), so a template that writes its own BOS gets
+one BOS, exactly as in SFT and at inference. The prompt keeps its end (`max_prompt_length`: the last turns and the
 generation prompt are what the reply depends on); the replies keep their start and are cut to
 `max_length - prompt length`. Every cut is counted and logged; a pair whose prompt leaves no room for a reply token,
 or whose replies become identical once cut, is dropped and counted, never trained on silently.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from alignment.preferences import encode_pair
-from alignment.row_encoding import encode_rows
+from alignment.data.encoding import encode_rows
+from alignment.data.pairs import encode_pair
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +82,10 @@ def tokenize_preferences(
     num_proc: int | None = None,
     split_name: str = "train",
 ) -> tuple[Dataset, PreferenceTruncationReport]:
-    """Map preference rows (any form of `alignment.preferences`) to `prompt_ids`, `chosen_ids`, `rejected_ids`.
+    """Map preference rows (any form of `alignment.data.pairs`) to `prompt_ids`, `chosen_ids`, `rejected_ids`.
 
     The prompt ids are what inference feeds the model, the replies the ids it generates after them up to and
-    including the end-of-turn token (`alignment.turns`), cut as the module doc says. Rows must already be valid
+    including the end-of-turn token (`alignment.chat.turns`), cut as the module doc says. Rows must already be valid
     (`load_mixture` with `preference_row_problem`). A row without exact ids is an `InvalidRowError` naming the source
     (`source_of(row)`), split, row and reply, or with `skip_invalid_rows` is dropped and counted by reason.
     """

@@ -26,9 +26,9 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl.trainer import dpo_trainer as trl_dpo_trainer
 
-from alignment.configs import ModelArguments
 from alignment.dpo.config import DPOConfig
-from alignment.model_utils import load_model, match_embeddings_to_tokenizer
+from alignment.recipes.arguments import ModelArguments
+from alignment.runtime.loading import load_model, match_embeddings_to_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -6,20 +6,18 @@ import trl
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from alignment.dpo.config import DPOConfig
+from alignment.data.pairs import preference_row_problem
 from alignment.dpo.pairs import PreferenceTruncationReport, tokenize_preferences
 from alignment.dpo.reference import load_reference_model
 from alignment.dpo.trainer import PreferenceTrainer
-from alignment.preferences import preference_row_problem
-from alignment.stage import Recipe, Stage
+from alignment.recipes.arguments import Recipe
+from alignment.runtime.stage import Stage
 
 
 class DPOStage(Stage):
     """Pairs (`chosen`/`rejected`, with or without `prompt`) -> the SFT model trained on a preference loss against
     a frozen reference (`loss_type`)."""
 
-    name = "dpo"
-    config_class = DPOConfig
     trainer_class = PreferenceTrainer
     required_columns = ("chosen", "rejected")
     row_problem = staticmethod(preference_row_problem)
@@ -47,6 +45,3 @@ class DPOStage(Stage):
 
     def tags(self, recipe: Recipe) -> list[str]:
         return ["dpo", *recipe.training.loss_type]
-
-
-DPO = DPOStage()

@@ -25,8 +25,8 @@ from alignment.dpo.reference import (
     ref_logps_cache_path,
     write_ref_logps,
 )
-from alignment.preferences import PairGroupedSamplerMixin
-from alignment.reliability import CrashSafeTrainerMixin
+from alignment.runtime.reliability import CrashSafeTrainerMixin
+from alignment.runtime.samplers import PairGroupedSamplerMixin
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ and rejected rows of the same pairs padded together, right-padded), the loss `-l
 [- margin])` with optional reward centering (`center_rewards_coefficient`), LoRA/QLoRA wrapping and saving. This
 module adds:
 
-* **Pair tokenization** (`tokenize_pairs`): every row form of `alignment.preferences` (UltraFeedback, TRL
+* **Pair tokenization** (`tokenize_pairs`): every row form of `alignment.data.pairs` (UltraFeedback, TRL
   conversational, plain strings) rendered with the chat template exactly as at inference, prompt + reply up to and
   including the end-of-turn token; pairs longer than `max_length` are dropped and counted (truncating would cut off
   the token the reward is read from).
@@ -13,7 +13,8 @@ module adds:
   is not the pad token. That is the last real token, on either padding side, exactly when no sequence ends with the
   pad token; a sequence that does (a tokenizer padding with the same token that ends an assistant turn) is refused,
   naming the row, instead of silently reading the reward one token early.
-* **Length-grouped batching for pairs** (`PairLengthGroupedSampler`): transformers' `group_by_length` infers lengths
+* **Length-grouped batching for pairs** (`alignment.runtime.samplers.PairLengthGroupedSampler`): transformers'
+  `group_by_length` infers lengths
   from an `input_ids` column and fails on pairs ("Can only automatically infer lengths for datasets whose items are
   dictionaries with an 'input_ids' key"). Here pairs are grouped by the longer of chosen and rejected, the width the
   collator pads both to, with transformers' mega-batch grouping and a generator seeded by `seed + epoch`. The
@@ -25,36 +26,12 @@ module adds:
   padding side.
 
 Modules: `config` (`RewardConfig`, `reward_peft_config`), `pairs` (row schema and pair tokenization), `trainer`
-(`PairwiseRewardTrainer`, `reward_statistics`), `scoring` (`load_reward_model`, `score_with`, `score`), `stage` (the
-builder `REWARD` that the script, the benchmarks and the pipeline use).
+(`PairwiseRewardTrainer`, `reward_statistics`), `scoring` (`load_reward_model`, `score_with`, `score`), `stage`
+(`RewardStage`, the unit `alignment.stages` registers as `rm`). Import a name from its module;
+`score` and `load_reward_model` are also here, imported on first use so that parsing a reward recipe imports no model
+code.
 """
 
-from alignment.reward.config import RewardConfig, reward_peft_config
-from alignment.reward.pairs import (
-    conversation_ids,
-    pair_padding_fraction,
-    pair_token_lengths,
-    reward_row_problem,
-    tokenize_pairs,
-)
-from alignment.reward.scoring import load_reward_model, score, score_with
-from alignment.reward.stage import REWARD, RewardStage
-from alignment.reward.trainer import REWARD_STATISTICS, PairwiseRewardTrainer, reward_statistics
+from alignment import entry_points
 
-__all__ = [
-    "REWARD",
-    "REWARD_STATISTICS",
-    "PairwiseRewardTrainer",
-    "RewardConfig",
-    "RewardStage",
-    "conversation_ids",
-    "load_reward_model",
-    "pair_padding_fraction",
-    "pair_token_lengths",
-    "reward_peft_config",
-    "reward_row_problem",
-    "reward_statistics",
-    "score",
-    "score_with",
-    "tokenize_pairs",
-]
+__getattr__ = entry_points(__name__, {"score": "scoring", "load_reward_model": "scoring"})

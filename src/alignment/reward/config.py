@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 
 import trl
 
-from alignment.configs import ModelArguments, StageTrainingArguments
+from alignment.recipes.arguments import ModelArguments, StageTrainingArguments
 
 
 @dataclass
 class RewardConfig(StageTrainingArguments, trl.RewardConfig):
     """TRL's `RewardConfig`. The handbook tokenizes pairs itself (`tokenize_pairs`) and loads the model itself
-    (`alignment.model_utils.load_model`), so TRL's switches for those jobs are refused rather than silently ignored.
+    (`alignment.runtime.loading.load_model`), so TRL's switches for those jobs are refused rather than silently
+    ignored.
 
     Length grouping is TRL's and transformers' own knob, `train_sampling_strategy: group_by_length`, made to work on
     pairs; `report_padding_batches` sets how much of an epoch the logged padding fractions are measured on.

@@ -11,12 +11,11 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from alignment.data import RowProblem
-from alignment.preferences import encode_pair, preference_row_problem
-from alignment.row_encoding import encode_rows
-from alignment.sft import padding_fraction
-from alignment.templates import ChatTemplateError
-from alignment.turns import encode_prompt_replies
+from alignment.chat.templates import ChatTemplateError
+from alignment.chat.turns import encode_prompt_replies
+from alignment.data.encoding import encode_rows, padding_fraction
+from alignment.data.pairs import encode_pair, preference_row_problem
+from alignment.data.rows import RowProblem
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def tokenize_pairs(
     """
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
-        raise ValueError("The tokenizer has no pad token; load it with `alignment.model_utils.load_tokenizer`.")
+        raise ValueError("The tokenizer has no pad token; load it with `alignment.runtime.loading.load_tokenizer`.")
     has_margin = "margin" in dataset.column_names
 
     def encode(row: dict) -> list[dict]:

@@ -7,9 +7,9 @@ from peft import PeftConfig, PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-from alignment.data import conversation_problem
-from alignment.model_utils import is_adapter_folder
+from alignment.data.rows import conversation_problem
 from alignment.reward.pairs import conversation_ids
+from alignment.runtime.loading import is_adapter_folder
 
 
 def load_reward_model(model_path: str, *, dtype: torch.dtype = torch.float32):

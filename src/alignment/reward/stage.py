@@ -7,19 +7,18 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-from alignment.model_utils import load_model, match_embeddings_to_tokenizer
-from alignment.reward.config import RewardConfig, reward_peft_config
+from alignment.recipes.arguments import Recipe
+from alignment.reward.config import reward_peft_config
 from alignment.reward.pairs import reward_row_problem, tokenize_pairs
 from alignment.reward.trainer import PairwiseRewardTrainer
-from alignment.stage import Recipe, Stage
+from alignment.runtime.loading import load_model, match_embeddings_to_tokenizer
+from alignment.runtime.stage import Stage
 
 
 class RewardStage(Stage):
     """Pairs (`chosen`/`rejected`, optional `margin`) -> a reward model trained on `-logsigmoid(r_chosen -
     r_rejected [- margin])`."""
 
-    name = "rm"
-    config_class = RewardConfig
     trainer_class = PairwiseRewardTrainer
     required_columns = ("chosen", "rejected")
     row_problem = staticmethod(reward_row_problem)
@@ -48,6 +47,3 @@ class RewardStage(Stage):
 
     def tags(self, recipe: Recipe) -> list[str]:
         return ["reward-model"]
-
-
-REWARD = RewardStage()

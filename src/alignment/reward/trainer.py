@@ -10,9 +10,9 @@ from datasets import Dataset
 from torch.utils.data import Sampler
 from trl import RewardTrainer
 
-from alignment.preferences import PairGroupedSamplerMixin
-from alignment.reliability import CrashSafeTrainerMixin
 from alignment.reward.pairs import pair_padding_fraction, pair_token_lengths
+from alignment.runtime.reliability import CrashSafeTrainerMixin
+from alignment.runtime.samplers import PairGroupedSamplerMixin
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""The four searches over steps: `greedy`, `best_of_n`, `beam` and `mcts` (MCTS*), each building a tree of the steps
-it explored and returning the trace it chose with its compute.
+"""The searches over steps and their registry (`SEARCHES`): `greedy`, `best_of_n`, `beam` and `mcts` (MCTS*), each
+building a tree of the steps it explored and returning the trace it chose with its compute. A new search is a
+function of the same signature and one `SearchAlgorithm` entry.
 
 Every search grows one `Node` tree from the prompt (the root): a node is one step, its children the distinct steps
 proposed after it (a step proposed twice is one child, as in the ReST-MCTS* code's `children` dict), and a node is
@@ -28,19 +29,22 @@ value targets once the finished traces are verified.
   evaluation), so a new child starts with one visit rather than none; no early stop at a value threshold
   (`end_gate`): the budget is the comparison's; a finished trace is not selected again (their value-sampling mode
   re-selects it and skips the expansion, a round that adds a visit and costs no token). Each node is expanded once,
-  so where the policy's samples of a step are mostly duplicates the tree runs out before the budget does (on 1-29
-  chains, about 150 of 278 tokens on a policy that is right 0.885 of the time); ties in UCT go to the first child,
+  so where the policy's samples of a step are mostly duplicates the tree runs out before the budget does (the
+  tokens it spent are in `benchmarks/RESULTS.md`); ties in UCT go to the first child,
   not a random one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from alignment.search.config import SearchConfig
 from alignment.search.policy import Prompt, Proposal, StepPolicy, StepScorer
+
+if TYPE_CHECKING:
+    from alignment.search.config import SearchConfig
 
 
 @dataclass(eq=False)
@@ -262,9 +266,45 @@ def mcts(prompt: Prompt, policy: StepPolicy, scorer: StepScorer | None, config: 
     return search.finish(search.complete_greedily(max(leaves, key=lambda node: node.value)))
 
 
-SEARCHES = {"greedy": greedy, "best_of_n": best_of_n, "beam": beam, "mcts": mcts}
+SearchFunction = Callable[[Prompt, StepPolicy, "StepScorer | None", "SearchConfig"], SearchResult]
+
+
+@dataclass(frozen=True)
+class SearchAlgorithm:
+    """One search: the `algorithm` name that selects it, its function, what `--help` says of it, and whether it
+    values every step it creates (then it needs a value model or `value_rule`, and its finished traces carry a value
+    at each step for `verify_steps`)."""
+
+    name: str
+    run: SearchFunction
+    help: str
+    values_every_step: bool = False
+
+
+# The registry: `algorithm`'s choices, its help, and the checks on value models and `verify_steps` derive from it.
+SEARCHES: dict[str, SearchAlgorithm] = {
+    algorithm.name: algorithm
+    for algorithm in (
+        SearchAlgorithm("greedy", greedy, "one greedy step at a time, no value model"),
+        SearchAlgorithm("best_of_n", best_of_n, "`num_samples` sampled traces, the highest-valued kept"),
+        SearchAlgorithm(
+            "beam",
+            beam,
+            "`num_candidates` sampled next steps per beam, the `beam_width` best partial traces by value kept",
+            values_every_step=True,
+        ),
+        SearchAlgorithm(
+            "mcts",
+            mcts,
+            "MCTS*: UCT on value estimates, expansion by `num_candidates` sampled steps, the value model as leaf "
+            "evaluation, until `token_budget`",
+            values_every_step=True,
+        ),
+    )
+}
+STEP_VALUED_ALGORITHMS = tuple(name for name, algorithm in SEARCHES.items() if algorithm.values_every_step)
 
 
 def search(prompt: Prompt, policy: StepPolicy, scorer: StepScorer | None, config: SearchConfig) -> SearchResult:
     """The search `config.algorithm` names, over `prompt` (messages ending with a user turn)."""
-    return SEARCHES[config.algorithm](prompt, policy, scorer, config)
+    return SEARCHES[config.algorithm].run(prompt, policy, scorer, config)

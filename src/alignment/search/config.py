@@ -7,27 +7,29 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from alignment.evaluation import load_rule
+from alignment.runtime.rules import load_rule
+from alignment.search.algorithms import SEARCHES, STEP_VALUED_ALGORITHMS
 
-ALGORITHMS = ("greedy", "best_of_n", "beam", "mcts")
-# The searches that value every step they create: they need a value model (or `value_rule`), and only their finished
-# traces have a value at each step for `verify_steps`.
-STEP_VALUED_ALGORITHMS = ("beam", "mcts")
+# `algorithm`'s type: one of the registered searches (the parser checks it and `--help` lists them).
+SearchName = Literal[tuple(SEARCHES)]
+
+
+def _algorithm_help() -> str:
+    """`algorithm`'s help, from the registry."""
+    return "; ".join(f"`{name}` ({algorithm.help})" for name, algorithm in SEARCHES.items()) + "."
+
+
+def _step_valued() -> str:
+    """The searches that value every step, for help texts: "`beam` and `mcts`"."""
+    names = [f"`{name}`" for name in STEP_VALUED_ALGORITHMS]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 @dataclass
 class SearchConfig:
     """How a search decodes: the algorithm and its widths, the step and token limits, and the sampling of steps."""
 
-    algorithm: Literal["greedy", "best_of_n", "beam", "mcts"] = field(
-        default="mcts",
-        metadata={
-            "help": "`greedy` (one greedy step at a time, no value model), `best_of_n` (`num_samples` sampled "
-            "traces, the highest-valued kept), `beam` (`num_candidates` sampled next steps per beam, the "
-            "`beam_width` best partial traces by value kept), or `mcts` (MCTS*: UCT on value estimates, expansion "
-            "by `num_candidates` sampled steps, the value model as leaf evaluation, until `token_budget`)."
-        },
-    )
+    algorithm: SearchName = field(default="mcts", metadata={"help": _algorithm_help()})
     num_samples: int = field(default=8, metadata={"help": "best_of_n: complete traces sampled per prompt (N)."})
     beam_width: int = field(default=2, metadata={"help": "beam: partial traces kept after each step (b)."})
     num_candidates: int = field(
@@ -80,8 +82,8 @@ class SearchConfig:
     )
 
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"`algorithm: {self.algorithm}`: must be one of {list(ALGORITHMS)}.")
+        if self.algorithm not in SEARCHES:
+            raise ValueError(f"`algorithm: {self.algorithm}`: must be one of {list(SEARCHES)}.")
         counts = ("num_samples", "beam_width", "num_candidates", "token_budget", "max_rollouts", "max_steps")
         for name in (*counts, "max_step_tokens", "value_batch_size"):
             if getattr(self, name) < 1:
@@ -119,7 +121,7 @@ class SearchArguments:
     value_model: str | None = field(
         default=None,
         metadata={
-            "help": "The value model (`scripts/run_value.py` output); `beam` and `mcts` need it or a `value_rule`, "
+            "help": f"The value model (`scripts/run_value.py` output); {_step_valued()} need it or a `value_rule`, "
             "and `best_of_n` ranks its samples by it (without either it keeps its first finished sample: plain "
             "sampling)."
         },
@@ -159,8 +161,8 @@ class SearchArguments:
             "the value model (or `value_rule`) also valued every one of its steps above 0 (where the value data's Q "
             "turns from a wrong step, -1, to a right one, +1). A right answer reached through a wrong step, which a "
             "final-answer verifier cannot see, then neither becomes an SFT row nor credits its steps in the tree's "
-            "value targets (ReST-MCTS*'s process reward used to select the traces). `beam` and `mcts` only: they "
-            "value every step. The accuracy in summary.json is the verifier's alone."
+            "value targets (ReST-MCTS*'s process reward used to select the traces). "
+            f"{_step_valued()} only: they value every step. The accuracy in summary.json is the verifier's alone."
         },
     )
     overwrite_output_dir: bool = field(

@@ -23,7 +23,9 @@ from typing import Protocol
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria
 
-from alignment.value import ValueModel, encode_steps, score_traces
+from alignment.value.modeling import ValueModel
+from alignment.value.rows import encode_steps
+from alignment.value.scoring import score_traces
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ Outputs in `output_dir`, each appended prompt by prompt as prompts finish (flush
 * `progress.jsonl`: one record per finished prompt (its index, whether the chosen trace is correct, its compute, and
   the line counts of the two files above once it was written);
 * `summary.json` at the end: accuracy of the chosen traces, compute per prompt, rows written;
-* `resolved_config.yaml` at the start and `run_finished.json` at the end (`alignment.reliability`).
+* `resolved_config.yaml` at the start and `run_finished.json` at the end (`alignment.runtime.reliability`).
 
 Resuming: a restart reads `progress.jsonl`, cuts the two output files back to the line counts of its last whole
 record (a prompt cut off midway is searched again) and goes on from the next prompt. Prompt i is searched with seed
@@ -36,12 +36,13 @@ import yaml
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from alignment.configs import ModelArguments
-from alignment.data import read_rows
-from alignment.evaluation import Rule, load_rule, prompts_from_rows
-from alignment.model_utils import load_model
-from alignment.parser import RecipeError, RecipeParser
-from alignment.reliability import (
+from alignment.data.readers import read_rows
+from alignment.evaluation import prompts_from_rows
+from alignment.recipes.arguments import ModelArguments
+from alignment.recipes.parser import RecipeError, RecipeParser
+from alignment.runtime.lifecycle import resolved_config
+from alignment.runtime.loading import load_model
+from alignment.runtime.reliability import (
     FINISHED_NAME,
     RESOLVED_CONFIG_NAME,
     OutputDirError,
@@ -49,12 +50,12 @@ from alignment.reliability import (
     differing_keys,
     mark_finished,
 )
-from alignment.run_utils import resolved_config
-from alignment.search.algorithms import Node, SearchResult, search
-from alignment.search.config import STEP_VALUED_ALGORITHMS, SearchArguments, SearchConfig
+from alignment.runtime.rules import Rule, load_rule
+from alignment.search.algorithms import STEP_VALUED_ALGORITHMS, Node, SearchResult, search
+from alignment.search.config import SearchArguments, SearchConfig
 from alignment.search.policy import LMPolicy, Prompt, RuleScorer, StepRule, StepScorer, ValueScorer
 from alignment.search.targets import q_of_value, value_targets
-from alignment.value import load_value_model
+from alignment.value.modeling import load_value_model
 
 logger = logging.getLogger(__name__)
 
@@ -251,8 +252,8 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
     if args.verify_steps and config.algorithm not in STEP_VALUED_ALGORITHMS:
         raise RecipeError(
             "`verify_steps: true` needs the value of every step of a finished trace, and "
-            f"`algorithm: {config.algorithm}` does not value every step: use `beam` or `mcts`, or `verify_steps: "
-            "false`."
+            f"`algorithm: {config.algorithm}` does not value every step: use one of {list(STEP_VALUED_ALGORITHMS)}, "
+            "or `verify_steps: false`."
         )
     for key in ("policy", "prompts", "value_model"):
         path = getattr(args, key)

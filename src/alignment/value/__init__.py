@@ -85,69 +85,11 @@ parameters. `load_value_model(path)` reloads either kind in one call.
 
 Modules: `config` (`ValueConfig`), `formats` (the row forms and their readers, `StepTrace`), `rows` (`to_trace`,
 tokens, `ValueCollator`), `modeling` (head, model, build, save, load), `loss` (joint loss and metrics), `trainer`
-(`ValueTrainer`), `scoring` (`score_traces`, `score_steps`), `stage` (the builder `VALUE` that the script, the
-benchmarks and the pipeline use). Every public name is imported from here.
+(`ValueTrainer`), `scoring` (`score_traces`, `score_steps`), `stage` (`ValueStage`, the unit `alignment.stages`
+registers as `value`). Import a name from its module; `score_steps` and `load_value_model` are also here, imported
+on first use so that parsing a value recipe imports no model code.
 """
 
-from alignment.value.config import ValueConfig
-from alignment.value.formats import FORMS, Q_IGNORE, RELEASED_LAYOUTS, StepTrace
-from alignment.value.loss import JointLoss, auroc, compute_value_metrics, joint_loss, value_metrics
-from alignment.value.modeling import (
-    PICKLED_VALUE_HEAD_NAME,
-    VALUE_HEAD_NAME,
-    ValueHead,
-    ValueModel,
-    build_value_model,
-    load_value_head,
-    load_value_model,
-    running_min_log_likelihood,
-    save_value_model,
-)
-from alignment.value.rows import (
-    ValueCollator,
-    ValueTruncationReport,
-    encode_steps,
-    step_text,
-    to_trace,
-    tokenize_trace,
-    tokenize_traces,
-    value_row_problem,
-)
-from alignment.value.scoring import score_steps, score_traces
-from alignment.value.stage import VALUE, ValueStage
-from alignment.value.trainer import ValueTrainer
+from alignment import entry_points
 
-__all__ = [
-    "FORMS",
-    "JointLoss",
-    "PICKLED_VALUE_HEAD_NAME",
-    "Q_IGNORE",
-    "RELEASED_LAYOUTS",
-    "StepTrace",
-    "VALUE",
-    "VALUE_HEAD_NAME",
-    "ValueCollator",
-    "ValueConfig",
-    "ValueHead",
-    "ValueModel",
-    "ValueStage",
-    "ValueTrainer",
-    "ValueTruncationReport",
-    "auroc",
-    "build_value_model",
-    "compute_value_metrics",
-    "encode_steps",
-    "joint_loss",
-    "load_value_head",
-    "load_value_model",
-    "running_min_log_likelihood",
-    "save_value_model",
-    "score_steps",
-    "score_traces",
-    "step_text",
-    "to_trace",
-    "tokenize_trace",
-    "tokenize_traces",
-    "value_metrics",
-    "value_row_problem",
-]
+__getattr__ = entry_points(__name__, {"score_steps": "scoring", "load_value_model": "modeling"})

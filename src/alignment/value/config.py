@@ -9,7 +9,7 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from alignment.configs import StageTrainingArguments
+from alignment.recipes.arguments import StageTrainingArguments
 
 
 @dataclass

@@ -14,9 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from alignment.data import RowProblem, conversation_problem
-from alignment.data.rows import clip, describe
-from alignment.turns import IGNORE_INDEX
+from alignment.chat.turns import IGNORE_INDEX
+from alignment.data.rows import RowProblem, clip, conversation_problem, describe
 
 # Q at every position that is not a step's last token: the Trainer's own padding value (see `alignment.value`). In a
 # `StepTrace` it marks a step without a value target (the released form's earlier steps).

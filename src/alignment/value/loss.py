@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from transformers import EvalPrediction
 
-from alignment.turns import IGNORE_INDEX
-from alignment.value.rows import Q_IGNORE
+from alignment.chat.turns import IGNORE_INDEX
+from alignment.value.formats import Q_IGNORE
 
 # Makes an empty set of Q positions give a value loss of 0 instead of 0/0 (the authors' constant).
 VALUE_LOSS_EPS = 1e-3

@@ -18,9 +18,9 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 from trl import get_peft_config
 
-from alignment.configs import ModelArguments
-from alignment.model_utils import load_model, match_embeddings_to_tokenizer
-from alignment.parser import RecipeError
+from alignment.recipes.arguments import ModelArguments
+from alignment.recipes.parser import RecipeError
+from alignment.runtime.loading import load_model, match_embeddings_to_tokenizer
 from alignment.value.config import ValueConfig, is_zero3
 
 logger = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ import torch
 from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerBase
 
-from alignment.data import RowProblem
-from alignment.row_encoding import encode_rows
-from alignment.templates import render_prompt
-from alignment.turns import IGNORE_INDEX, continuation_ids, inference_ids
+from alignment.chat.templates import render_prompt
+from alignment.chat.turns import IGNORE_INDEX, continuation_ids, inference_ids
+from alignment.data.encoding import encode_rows
+from alignment.data.rows import RowProblem
 from alignment.value.formats import FORMS, Q_IGNORE, StepTrace
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ def step_text(step: str) -> str:
 def encode_steps(
     tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]], steps: Sequence[str]
 ) -> tuple[list[int], int, list[int]]:
-    """`(input_ids, prompt_length, step_ends)`: the prompt's inference ids (`alignment.turns`), then each step's ids
-    as the continuation of everything before it, and the index of each step's last token. Used by training and by
+    """`(input_ids, prompt_length, step_ends)`: the prompt's inference ids (`alignment.chat.turns`), then each step's
+    ids as the continuation of everything before it, and the index of each step's last token. Used by training and by
     `score_steps`, so both read the same positions.
 
     Each step's ids are those of `prompt + steps[:k + 1]` after the ids of `prompt + steps[:k]`, proved a prefix, so a

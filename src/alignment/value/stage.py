@@ -5,10 +5,10 @@ from __future__ import annotations
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, Trainer
 
-from alignment.run_utils import set_generation_eos
-from alignment.stage import Recipe, Stage, StageData
-from alignment.turns import end_of_turn_token_ids
-from alignment.value.config import ValueConfig
+from alignment.chat.turns import end_of_turn_token_ids
+from alignment.recipes.arguments import Recipe
+from alignment.runtime.lifecycle import set_generation_eos
+from alignment.runtime.stage import Stage, StageData
 from alignment.value.modeling import ValueModel, build_value_model
 from alignment.value.rows import ValueTruncationReport, tokenize_traces, value_row_problem
 from alignment.value.trainer import ValueTrainer
@@ -17,8 +17,6 @@ from alignment.value.trainer import ValueTrainer
 class ValueStage(Stage):
     """Traces (`prompt` plus steps with one Q each) -> SFT on the positive traces plus a per-step value loss."""
 
-    name = "value"
-    config_class = ValueConfig
     trainer_class = ValueTrainer
     required_columns = ()  # each row form has its own columns: `value_row_problem` names what a row lacks
     row_problem = staticmethod(value_row_problem)
@@ -53,6 +51,3 @@ class ValueStage(Stage):
 
     def tags(self, recipe: Recipe) -> list[str]:
         return ["value-model", "rest-mcts"]
-
-
-VALUE = ValueStage()

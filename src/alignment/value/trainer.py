@@ -14,7 +14,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 
-from alignment.reliability import CrashSafeTrainerMixin
+from alignment.runtime.reliability import CrashSafeTrainerMixin
 from alignment.value.config import ValueConfig, is_zero3
 from alignment.value.loss import compute_value_metrics, joint_loss, loss_counts
 from alignment.value.modeling import VALUE_HEAD_NAME, ValueModel, save_value_model

@@ -1,0 +1,89 @@
+"""Test-only wrapper: `accelerate launch tests/support/launch_probe.py scripts/run_X.py ARGS...` runs the script
+unchanged and records, for each rank, what it trained on.
+
+`PROBE_DIR/rank<N>.jsonl` gets one line per training micro-batch: the step, the world size the trainer saw, the class
+of the DPO reference model (or null), and a fingerprint per example (a hash of its unpadded tokens, so a batch of 8
+in one process and two batches of 4 in two processes give the same fingerprints for the same examples).
+
+`PROBE_KILL_AFTER_CHECKPOINTS=N` makes the process SIGKILL itself right after its N-th checkpoint is complete;
+`PROBE_KILL_IN_CHECKPOINT=N` kills it in the middle of writing its N-th checkpoint (after the model and optimizer,
+before the RNG state, the trainer state and the manifest): a preempted node, at a chosen moment.
+
+`PROBE_KEEP_CPU_SWITCH=0` disables the scripts' switch to `use_cpu` on machines without an accelerator, which
+recreates the silent one-copy-per-process launch that `alignment.runtime.lifecycle.check_world_size` must stop.
+"""
+
+import hashlib
+import json
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+
+import alignment.recipes.arguments
+import alignment.runtime.reliability
+
+
+def _fingerprints(inputs: dict) -> list[str]:
+    """One hash per example over every `*input_ids` field, keeping only the positions its attention mask marks."""
+    keys = sorted(k for k, v in inputs.items() if k.endswith("input_ids") and isinstance(v, torch.Tensor))
+    digests = [hashlib.sha1() for _ in range(len(inputs[keys[0]]))]
+    for key in keys:
+        mask = inputs.get(key.replace("input_ids", "attention_mask"))
+        for row, digest in enumerate(digests):
+            ids = inputs[key][row] if mask is None else inputs[key][row][mask[row].bool()]
+            digest.update(key.encode() + b":" + ",".join(map(str, ids.tolist())).encode() + b";")
+    return [d.hexdigest()[:16] for d in digests]
+
+
+def _recording(training_step):
+    def wrapped(self, model, inputs, *args, **kwargs):
+        reference = getattr(self, "ref_model", None)
+        record = {
+            "step": self.state.global_step,
+            "world_size": self.args.world_size,
+            "reference": None if reference is None else type(reference).__name__,
+            "examples": _fingerprints(inputs),
+        }
+        with Path(os.environ["PROBE_DIR"], f"rank{self.args.process_index}.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        return training_step(self, model, inputs, *args, **kwargs)
+
+    return wrapped
+
+
+def _killing_on_call(function, calls: int, *, after: bool):
+    """`function`, made to SIGKILL this process at its `calls`-th call (before or after running it)."""
+    seen = []
+
+    def wrapped(*args, **kwargs):
+        seen.append(1)
+        if not after and len(seen) == calls:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = function(*args, **kwargs)
+        if after and len(seen) == calls:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    return wrapped
+
+
+if __name__ == "__main__":
+    transformers.Trainer.training_step = _recording(transformers.Trainer.training_step)
+    if "PROBE_KILL_AFTER_CHECKPOINTS" in os.environ:
+        calls = int(os.environ["PROBE_KILL_AFTER_CHECKPOINTS"])
+        reliability = alignment.runtime.reliability
+        reliability.write_manifest = _killing_on_call(reliability.write_manifest, calls, after=True)
+    if "PROBE_KILL_IN_CHECKPOINT" in os.environ:
+        calls = int(os.environ["PROBE_KILL_IN_CHECKPOINT"])
+        trainer = transformers.Trainer
+        trainer._save_rng_state = _killing_on_call(trainer._save_rng_state, calls, after=False)
+    if os.environ.get("PROBE_KEEP_CPU_SWITCH", "1") == "0":
+        alignment.recipes.arguments.use_cpu_without_accelerator = lambda config: None
+    script, sys.argv = sys.argv[1], sys.argv[1:]
+    sys.path.insert(0, str(Path(script).parent))
+    runpy.run_path(script, run_name="__main__")
