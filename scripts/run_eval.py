@@ -16,11 +16,10 @@ import json
 import logging
 from pathlib import Path
 
-from alignment.data.readers import read_rows
 from alignment.evaluation import (
     EvalArguments,
+    check_eval_inputs,
     compare_policies,
-    prompts_from_rows,
     reward_model_accuracy,
     value_step_metrics,
 )
@@ -34,16 +33,16 @@ RECIPE_DATACLASSES = (EvalArguments,)
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (args,) = RecipeParser(RECIPE_DATACLASSES).parse()
-    prompts = prompts_from_rows(read_rows(args.prompts))[: args.max_prompts]
+    prompts, pairs, steps = check_eval_inputs(args)  # every row and rule, before any model generates
     rule = load_rule(args.rule) if args.rule else None
     extra_rules = {path.rpartition(":")[2]: load_rule(path, "extra_rules") for path in args.extra_rules}
     results = compare_policies(
         args.baseline, args.candidate, prompts, judge_dir=args.judge, rule=rule, extra_rules=extra_rules
     )
-    if args.judge and args.pairs:
-        results["reward_model_accuracy"] = reward_model_accuracy(args.judge, read_rows(args.pairs))
-    if args.value_model:
-        results["value_steps"] = value_step_metrics(args.value_model, read_rows(args.steps))
+    if pairs is not None:
+        results["reward_model_accuracy"] = reward_model_accuracy(args.judge, pairs)
+    if steps is not None:
+        results["value_steps"] = value_step_metrics(args.value_model, steps)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2))
 

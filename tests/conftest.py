@@ -31,7 +31,7 @@ def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     )
 
 
-def run_stage(
+def stage_command(
     stage: str,
     world: Path,
     output_dir: Path,
@@ -39,11 +39,8 @@ def run_stage(
     launcher: tuple[str, ...] = (sys.executable,),
     extra_env: dict[str, str] | None = None,
     recipe: str | None = None,
-) -> tuple[subprocess.CompletedProcess, Path]:
-    """`scripts/run_<stage>.py` on its tiny recipe and the tiny world's data, through `tests/support/launch_probe.py`
-    (which records what each rank trained on into the returned folder, `output_dir` + `.probe`) and `launcher` (this
-    Python, or an `accelerate launch` command). `recipe` (a path from the repository root) replaces the stage's tiny
-    one."""
+) -> tuple[list[str], dict[str, str], Path]:
+    """The command, environment and probe folder of `run_stage`, for a test that starts the process itself."""
     probe_dir = output_dir.with_suffix(".probe")
     probe_dir.mkdir(parents=True, exist_ok=True)
     command = [
@@ -56,6 +53,17 @@ def run_stage(
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PROBE_DIR": str(probe_dir)}
     env.update(extra_env or {})
+    return command, env, probe_dir
+
+
+def run_stage(
+    stage: str, world: Path, output_dir: Path, *args: str, **options
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """`scripts/run_<stage>.py` on its tiny recipe and the tiny world's data, through `tests/support/launch_probe.py`
+    (which records what each rank trained on into the returned folder, `output_dir` + `.probe`) and `launcher` (this
+    Python, or an `accelerate launch` command). `recipe` (a path from the repository root) replaces the stage's tiny
+    one; `options` are `stage_command`'s."""
+    command, env, probe_dir = stage_command(stage, world, output_dir, *args, **options)
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     return result, probe_dir
 

@@ -1,13 +1,18 @@
 """The pipeline runner: stages in order, finished ones reported complete, a failure stops it naming the stage."""
 
 import json
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from alignment.pipeline import PipelineConfig, run_pipeline
 from alignment.recipes.parser import RecipeParser
+from alignment.runtime.preemption import PREEMPTED_EXIT_STATUS
 
 from .conftest import REPO
 
@@ -100,3 +105,42 @@ def test_the_pipeline_seed_overrides_every_stage(tmp_path):
     assert (tmp_path / "dpo" / "config.yaml.argv").read_text() == "--seed 7"
     run_pipeline(PipelineConfig(stages=stages[1:], launcher=sys.executable))
     assert (tmp_path / "dpo" / "config.yaml.argv").read_text() == ""
+
+
+# A stage that runs until it is signalled, then records the signal and exits as a preempted stage does.
+SIGNALLED_STAGE = """
+import pathlib, signal, sys, time, yaml
+recipe = yaml.safe_load(open(sys.argv[1]))
+journal = pathlib.Path(recipe["journal"])
+def stop(signum, frame):
+    with journal.open("a") as f:
+        f.write(signal.Signals(signum).name + "\\n")
+    sys.exit(75)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+journal.write_text("started\\n")
+time.sleep(120)
+"""
+
+
+def test_a_signalled_pipeline_passes_the_signal_to_its_stage_once_and_says_so(tmp_path):
+    stage = make_stage(tmp_path, "sft")
+    Path(stage["script"]).write_text(SIGNALLED_STAGE)
+    recipe = tmp_path / "pipeline.yaml"
+    recipe.write_text(yaml.safe_dump({"stages": [stage], "output_dir": str(tmp_path / "pipeline")}))
+    pipeline = subprocess.Popen(
+        [sys.executable, "scripts/run_pipeline.py", str(recipe)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    journal = tmp_path / "journal"
+    deadline = time.monotonic() + 120
+    while not (journal.is_file() and journal.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pipeline.send_signal(signal.SIGTERM)
+    _, stderr = pipeline.communicate(timeout=120)
+    assert pipeline.returncode == PREEMPTED_EXIT_STATUS, stderr[-3000:]
+    assert journal.read_text().split() == ["started", "SIGTERM"]  # passed on once
+    assert stderr.count("stopped: Stage sft was stopped after") == 1 and "Traceback" not in stderr

@@ -1,18 +1,21 @@
 """Crash safety, end to end: a run killed with SIGKILL and started again ends exactly as if never interrupted,
 checkpoints cut off mid-write are skipped, finished outputs are never overwritten, and a diverged run stops without
-saving NaN weights. Each run goes through `tests/support/launch_probe.py`, which records the examples of every step and
+saving NaN weights; SIGTERM or SIGINT saves where the run stopped; two runs never share an output folder. Each run
+goes through `tests/support/launch_probe.py`, which records the examples of every step and
 kills the process at a chosen moment."""
 
 import shutil
 import signal
+import subprocess
 
 import pytest
 import torch
 
-from alignment.runtime.reliability import MANIFEST_NAME
+from alignment.runtime.preemption import PREEMPTED_EXIT_STATUS
+from alignment.runtime.reliability import FINISHED_NAME, LOCK_NAME, MANIFEST_NAME, checkpoint_problem
 from alignment.stages import STAGES
 
-from .conftest import logged_losses, probe_records, run_stage, saved_weights
+from .conftest import REPO, logged_losses, probe_records, run_stage, saved_weights, stage_command
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +64,7 @@ def test_a_run_killed_after_its_second_checkpoint_resumes_to_the_same_weights(
     killed, probe_dir = run_stage(stage, tiny_world, output_dir, *RUN, extra_env={"PROBE_KILL_AFTER_CHECKPOINTS": "2"})
     assert killed.returncode == KILLED, killed.stderr[-3000:]
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert (output_dir / LOCK_NAME).is_file()  # the killed run's lock file, which must not block the next run
 
     resumed, _ = run_stage(stage, tiny_world, output_dir, *RUN)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -124,3 +128,49 @@ def test_a_diverging_run_stops_naming_the_step_and_saves_no_nan_weights(tiny_wor
     assert not (output_dir / "model.safetensors").exists() and not (output_dir / "run_finished.json").exists()
     for checkpoint in output_dir.glob("checkpoint-*"):
         assert all(torch.isfinite(tensor).all() for tensor in saved_weights(checkpoint).values()), checkpoint
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_mid_run_saves_where_it_stopped_and_the_rerun_ends_the_same(
+    name, tiny_world, tmp_path, uninterrupted
+):
+    """A preemption (SIGTERM) or Ctrl-C (SIGINT) during step 3: that step finishes, a complete checkpoint is saved at
+    it (not at the periodic step 4), one line says so, and the same command resumes to the uninterrupted weights."""
+    expected_dir, expected_steps = uninterrupted("sft")
+    output_dir = tmp_path / "out"
+    stopped, probe_dir = run_stage(
+        "sft", tiny_world, output_dir, *RUN, extra_env={"PROBE_SIGNAL_AT_STEP": f"{name}:2"}
+    )
+    assert stopped.returncode == PREEMPTED_EXIT_STATUS, stopped.stderr[-3000:]
+    assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    assert checkpoint_problem(output_dir / "checkpoint-3") is None
+    line = f"stopped: Stopped by {name} at step 3: checkpoint {output_dir / 'checkpoint-3'} is complete."
+    assert stopped.stderr.count(line) == 1 and stopped.stderr.count("stopped: ") == 1
+    assert "Traceback" not in stopped.stdout + stopped.stderr
+    assert not (output_dir / FINISHED_NAME).exists()
+
+    resumed, _ = run_stage("sft", tiny_world, output_dir, *RUN)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {output_dir / 'checkpoint-3'}" in resumed.stdout
+    assert_same_run(output_dir, probe_dir, expected_dir, expected_steps)
+
+
+def test_a_second_signal_exits_at_once(tiny_world, tmp_path):
+    output_dir = tmp_path / "out"
+    stopped, _ = run_stage("sft", tiny_world, output_dir, *RUN, extra_env={"PROBE_SIGNAL_AT_STEP": "SIGTERM:2:2"})
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert not (output_dir / "checkpoint-3").exists()
+
+
+def test_two_runs_started_into_one_output_dir_exactly_one_proceeds(tiny_world, tmp_path):
+    output_dir = tmp_path / "out"
+    command, env, _ = stage_command("sft", tiny_world, output_dir, *RUN, "--max_steps", "2")
+    runs = [
+        subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = sorted((run.wait(timeout=600), run.stderr.read()) for run in runs)
+    (finished, _), (refused, message) = results
+    assert (finished, refused) == (0, 2), message[-3000:]
+    assert message.count(f"error: OutputDirError: `output_dir: {output_dir}` is in use by another run (pid ") == 1
+    assert len(logged_losses(output_dir)) == 2

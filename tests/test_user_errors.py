@@ -235,3 +235,18 @@ def test_system_exit_passes_through(main_process):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: sys.exit(0))  # `--help`, or a stage already complete
     assert exit_info.value.code == 0
+
+
+def test_an_error_during_a_progress_bar_starts_its_own_line(main_process, capsys):
+    """The NaN error stops training mid-bar: its line must not be glued to the end of the bar's."""
+    from tqdm.auto import tqdm
+
+    def main():
+        bar = tqdm(total=10)
+        bar.update(3)
+        raise InvalidRowError("chats.jsonl", "train", 3, "no `messages`")
+
+    with pytest.raises(SystemExit):
+        run_cli(main)
+    err = capsys.readouterr().err
+    assert "\nerror: InvalidRowError: chats.jsonl" in err and err.count("error: ") == 1

@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from alignment.data.pairs import preference_row_problem
+from alignment.data.readers import read_rows
+from alignment.data.rows import DataError
+from alignment.recipes.parser import RecipeError
 from alignment.reward.scoring import load_reward_model, score_with
-from alignment.runtime.rules import RULE_FORM, Rule, load_rule
+from alignment.runtime.loading import MODEL_FILES, model_kind_problem, source_problem
+from alignment.runtime.rules import RULE_FORM, Rule, check_rule, load_rule
 from alignment.value.loss import value_metrics
-from alignment.value.modeling import load_value_model
-from alignment.value.rows import to_trace
+from alignment.value.modeling import has_value_head, load_value_model
+from alignment.value.rows import to_trace, value_row_problem
 from alignment.value.scoring import score_traces
 
 logger = logging.getLogger(__name__)
@@ -169,12 +175,56 @@ class EvalArguments:
     output: str = field(default="eval.json", metadata={"help": "Where the results are written as JSON."})
 
     def __post_init__(self):
+        """Everything that can be checked before a model generates: models of the right kind, files that exist,
+        an output that is a file, rules that import (`check_eval_inputs` checks the data and calls the rules)."""
         if self.rule is not None:
             load_rule(self.rule)  # a bad path stops the run here, before any model is loaded
         for path in self.extra_rules:
             load_rule(path, "extra_rules")
         if (self.value_model is None) != (self.steps is None):
             raise ValueError("`value_model` and `steps` go together: set both or neither.")
+        if self.pairs is not None and self.judge is None:
+            raise ValueError("`pairs` are the judge's held-out pairs: set `judge` (a reward model) too, or drop them.")
+        models = [("baseline", "causal LM"), ("candidate", "causal LM"), ("judge", "reward model")]
+        for key, kind in models + [("value_model", "causal LM")]:
+            source = getattr(self, key)
+            if source is None:
+                continue
+            problem = source_problem(source, key, MODEL_FILES, "model") or model_kind_problem(source, key, kind)
+            if problem is not None:
+                raise ValueError(problem)
+        if self.value_model is not None and Path(self.value_model).is_dir() and not has_value_head(self.value_model):
+            raise ValueError(f"`value_model: {self.value_model}` has no value head: give a `run_value.py` output.")
+        for key in ("prompts", "pairs", "steps"):
+            path = getattr(self, key)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"`{key}: {path}` is not a file: give a .jsonl of held-out rows.")
+        if Path(self.output).is_dir():
+            raise ValueError(f"`output: {self.output}` is a folder: give the path of the JSON file to write.")
+
+
+def check_eval_inputs(args: EvalArguments) -> tuple[list[list[dict[str, str]]], list[dict] | None, list[dict] | None]:
+    """The prompts, pairs and step traces of `args`, every row checked, and each rule called once on the first
+    prompt: what `scripts/run_eval.py` reads before any model generates, so a bad row or rule costs no minutes."""
+    prompts = prompts_from_rows(read_rows(args.prompts))[: args.max_prompts]
+    if not prompts:
+        raise DataError(f"`prompts: {args.prompts}` has no rows.")
+    for key, path in [("rule", args.rule)] * (args.rule is not None) + [("extra_rules", p) for p in args.extra_rules]:
+        try:
+            check_rule(load_rule(path, key), path, key, prompts[0])
+        except ValueError as err:
+            raise RecipeError(str(err)) from err
+    pairs = read_rows(args.pairs) if args.pairs else None
+    for index, row in enumerate(pairs or []):
+        problem = preference_row_problem(row)
+        if problem is not None:
+            raise DataError(f"`pairs: {args.pairs}` row {index}: {problem}")
+    steps = read_rows(args.steps) if args.steps else None
+    for index, row in enumerate(steps or []):
+        problem = value_row_problem(row)
+        if problem is not None:
+            raise DataError(f"`steps: {args.steps}` row {index}: {problem}")
+    return prompts, pairs, steps
 
 
 def prompts_from_rows(rows: list[dict]) -> list[list[dict[str, str]]]:
@@ -188,5 +238,5 @@ def prompts_from_rows(rows: list[dict]) -> list[list[dict[str, str]]]:
         elif isinstance(row.get("messages"), list) and row["messages"][-1]["role"] == "assistant":
             prompts.append(row["messages"][:-1])
         else:
-            raise ValueError(f"prompts row {index} has neither a `prompt` nor `messages` ending with an answer")
+            raise DataError(f"prompts row {index} has neither a `prompt` nor `messages` ending with an answer")
     return prompts

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from typing import Any
 
 from alignment.recipes.parser import RecipeError, RecipeParser
 from alignment.runtime.cli import StageFailedError
+from alignment.runtime.preemption import PREEMPTED_EXIT_STATUS, STOP_SIGNALS, Preempted
 from alignment.runtime.reliability import is_finished
 from alignment.stages import STAGES, stage_of_recipe
 
@@ -98,6 +100,20 @@ def stage_output_dir(stage: dict[str, Any]) -> str:
     return recipe["output_dir"]
 
 
+def run_forwarding_stop_signals(command: list[str]) -> int:
+    """Run one stage's command and return its exit status, passing SIGTERM and SIGINT on to it, once each.
+
+    The stage runs in a session of its own, so that Ctrl-C reaches it only through this forwarding (the terminal
+    would otherwise signal it too, and a second signal stops a stage at once instead of after its checkpoint)."""
+    process = subprocess.Popen(command, start_new_session=True)
+    previous = {stop: signal.signal(stop, lambda signum, frame: process.send_signal(signum)) for stop in STOP_SIGNALS}
+    try:
+        return process.wait()
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+
+
 def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
     """Run every stage in order; return one record per stage (name, output_dir, status, seconds)."""
     records = []
@@ -109,11 +125,16 @@ def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
         command = [*shlex.split(config.launcher), stage["script"], stage["recipe"], *overrides]
         logger.info("Stage %s: %s", name, shlex.join(command))
         start = time.perf_counter()
-        result = subprocess.run(command, check=False)
+        returncode = run_forwarding_stop_signals(command)
         seconds = time.perf_counter() - start
-        if result.returncode != 0:
+        if returncode == PREEMPTED_EXIT_STATUS:
+            raise Preempted(
+                f"Stage {name} was stopped after {seconds:.0f} s and saved where it stopped (its line above). Run the "
+                f"pipeline again: finished stages are not retrained and {name} resumes."
+            )
+        if returncode != 0:
             raise StageFailedError(
-                f"Stage {name} failed (exit {result.returncode}) after {seconds:.0f} s; its log is above. Fix the "
+                f"Stage {name} failed (exit {returncode}) after {seconds:.0f} s; its log is above. Fix the "
                 f"cause and run the pipeline again: finished stages are not retrained and {name} resumes from its "
                 "last complete checkpoint."
             )

@@ -9,6 +9,9 @@ in one process and two batches of 4 in two processes give the same fingerprints 
 `PROBE_KILL_IN_CHECKPOINT=N` kills it in the middle of writing its N-th checkpoint (after the model and optimizer,
 before the RNG state, the trainer state and the manifest): a preempted node, at a chosen moment.
 
+`PROBE_SIGNAL_AT_STEP=SIGTERM:3` makes the process send itself SIGTERM (or SIGINT) in the middle of the optimizer
+step that follows step 3, once; `SIGTERM:3:2` sends it twice: a preemption, or an impatient second Ctrl-C.
+
 `PROBE_KEEP_CPU_SWITCH=0` disables the scripts' switch to `use_cpu` on machines without an accelerator, which
 recreates the silent one-copy-per-process launch that `alignment.runtime.lifecycle.check_world_size` must stop.
 """
@@ -51,9 +54,22 @@ def _recording(training_step):
         }
         with Path(os.environ["PROBE_DIR"], f"rank{self.args.process_index}.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
+        _signal_at(self.state.global_step)
         return training_step(self, model, inputs, *args, **kwargs)
 
     return wrapped
+
+
+_SIGNALLED = []
+
+
+def _signal_at(step: int) -> None:
+    """`PROBE_SIGNAL_AT_STEP`'s signal, sent to this process the first time training reaches `step`."""
+    name, at, *count = os.environ.get("PROBE_SIGNAL_AT_STEP", "::").split(":")
+    if name and step == int(at) and not _SIGNALLED:
+        _SIGNALLED.append(step)
+        for _ in range(int(count[0]) if count else 1):
+            os.kill(os.getpid(), getattr(signal, name))
 
 
 def _killing_on_call(function, calls: int, *, after: bool):

@@ -22,7 +22,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, TemplateSyntaxError
 from transformers import AddedToken
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,14 @@ class ChatTemplateError(ValueError):
     def __init__(self, message: str, kind: str = "template cannot render"):
         super().__init__(message)
         self.kind = kind
+
+    @property
+    def of_every_row(self) -> bool:
+        """True when no row can render (the template itself is broken): never a row to drop or fix."""
+        return self.kind == TEMPLATE_SYNTAX
+
+
+TEMPLATE_SYNTAX = "template syntax error"
 
 
 def list_chat_templates() -> list[str]:
@@ -156,6 +164,12 @@ def render_chat(
         return tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=add_generation_prompt, **(template_kwargs or {})
         )
+    except TemplateSyntaxError as err:
+        raise ChatTemplateError(
+            f"The chat template is not valid Jinja (line {err.lineno}: {err.message}): fix the template "
+            "(`chat_template`), not the data.",
+            kind=TEMPLATE_SYNTAX,
+        ) from err
     except (TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
         roles = [m.get("role") for m in messages]
         hint = ""

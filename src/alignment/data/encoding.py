@@ -56,6 +56,8 @@ def encode_rows(
             try:
                 examples, refusal = encode(row), ""
             except ChatTemplateError as err:
+                if err.of_every_row:
+                    raise
                 examples, refusal = [empty], f"{err.kind}\t{err}"
             for example in examples:
                 for key in empty:

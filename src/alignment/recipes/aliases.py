@@ -135,10 +135,13 @@ ALIASES: dict[str, Alias] = {
 }
 
 # key -> {former value: (value, why)}: values renamed without a change of meaning.
+_NEWEST = "every run resumes from the newest complete checkpoint in `output_dir` by itself"
 RENAMED_VALUES: dict[str, dict[Any, tuple[Any, str]]] = {
     "packing_strategy": {
         "ffd": ("bfd", "TRL renamed it: the algorithm was always best-fit decreasing"),
     },
+    # transformers' spelling of "the newest checkpoint" (or of none): not a folder named "true".
+    "resume_from_checkpoint": {value: (None, _NEWEST) for value in (True, "true", False, "false")},
 }
 
 # (key, setting inside its mapping) -> (the value every stage uses, what the stages do, the fix for another value).
@@ -268,7 +271,7 @@ def canonical_recipe(values: dict[str, Any], fields: Collection[str]) -> dict[st
 def _rename_values(recipe: dict[str, Any]) -> None:
     for key, renamed in RENAMED_VALUES.items():
         value = recipe.get(key)
-        if isinstance(value, str) and value in renamed:
+        if isinstance(value, (str, bool)) and value in renamed:
             recipe[key], why = renamed[value]
             logger.warning("`%s: %s` is now `%s: %s` (%s).", key, value, key, recipe[key], why)
 

@@ -145,6 +145,15 @@ class ModelArguments(trl.ModelConfig):
                 "`load_in_4bit`/`load_in_8bit` quantize the frozen base model and train only LoRA adapters: "
                 "set `use_peft: true` as well."
             )
+        dtypes = self.__dataclass_fields__["dtype"].metadata["choices"]  # TRL's own list
+        if self.dtype not in dtypes:
+            raise ValueError(f"`dtype: {self.dtype}` is not one of {', '.join(dtypes)}.")
+        if self.lora_r < 1:
+            raise ValueError(
+                f"`lora_r: {self.lora_r}` must be at least 1 (the rank of each LoRA update; 8-64 is usual)."
+            )
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"`lora_dropout: {self.lora_dropout}` must be in [0, 1).")
 
 
 @dataclass
@@ -177,6 +186,32 @@ def use_cpu_without_accelerator(config: TrainingArguments) -> None:
         logger.info("No accelerator found: training on the CPU (`use_cpu: true`)")
 
 
+def refuse_values_the_trainer_would_misread(config: TrainingArguments) -> None:
+    """Refuse values that transformers would reject deep inside training, or quietly replace: a batch or
+    accumulation of 0, a negative learning rate, an interval of 0 steps (`eval_steps: 0` becomes `logging_steps`),
+    a run with no step to train (`num_train_epochs: 0` saved the untrained model as a finished run), a `max_length`
+    below 1 (a negative one cut the last tokens of every SFT example)."""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"`{name}: {getattr(config, name)}` must be at least 1.")
+    if not config.learning_rate >= 0:  # also refuses NaN
+        raise ValueError(f"`learning_rate: {config.learning_rate}` must be a number >= 0.")
+    for name in ("eval_steps", "save_steps", "logging_steps"):
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ValueError(
+                f"`{name}: {value}` must be > 0: a number of steps, or below 1 a share of the run's steps."
+            )
+    if config.max_steps <= 0 and not config.num_train_epochs > 0:
+        raise ValueError(
+            f"`num_train_epochs: {config.num_train_epochs}` trains nothing: give a number of epochs > 0, or "
+            "`max_steps`."
+        )
+    max_length = getattr(config, "max_length", None)
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"`max_length: {max_length}` must be at least 1 token, or null for no limit.")
+
+
 def refuse_overridden_trl_fields(config: TrainingArguments) -> None:
     """Refuse TRL fields whose job the handbook does itself, so no recipe has two knobs for one thing."""
     if getattr(config, "assistant_only_loss", False):
@@ -197,13 +232,15 @@ class StageTrainingArguments(OutputDirArguments):
     trl.DPOConfig)`.
 
     Adds `overwrite_output_dir` (`OutputDirArguments`) and runs the checks every stage needs before the trainer
-    config's own `__post_init__`: TRL switches the handbook replaces are refused (`refuse_overridden_trl_fields`) and
+    config's own `__post_init__`: TRL switches the handbook replaces are refused (`refuse_overridden_trl_fields`), so
+    are values transformers would misread (`refuse_values_the_trainer_would_misread`), and
     a machine without an accelerator trains on its CPU (`use_cpu_without_accelerator`). A stage config's own
     `__post_init__` runs its checks, then calls `super().__post_init__()`, which lands here.
     """
 
     def __post_init__(self):
         refuse_overridden_trl_fields(self)
+        refuse_values_the_trainer_would_misread(self)
         use_cpu_without_accelerator(self)
         super().__post_init__()
 

@@ -126,6 +126,27 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key written twice in one YAML mapping."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping: PyYAML keeps the last value silently, so a
+    recipe that sets `learning_rate` twice would train with whichever line comes later."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):  # a list or mapping as a key: the parser refuses it
+                continue
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise DuplicateKeyError(f"`{key}` is written twice, on lines {lines[key]} and {line}: keep one.")
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 class RecipeParser:
     """Parse a recipe into instances of `dataclass_types`, strictly.
 
@@ -164,11 +185,17 @@ class RecipeParser:
     def read_recipe(path: str | Path) -> dict[str, Any]:
         """Read a YAML recipe as a mapping; an empty file is an empty recipe."""
         path = Path(path)
+        if path.is_dir():
+            recipes = sorted(p.name for p in path.glob("*.yaml"))
+            inside = f" (it holds {', '.join(recipes)})" if recipes else ""
+            raise RecipeError(f"Recipe {path} is a folder{inside}: give the path of a recipe file.")
         if not path.is_file():
             raise RecipeError(f"Recipe {path} does not exist")
         with open(path, encoding="utf-8") as handle:
             try:
-                content = yaml.safe_load(handle)
+                content = yaml.load(handle, Loader=UniqueKeyLoader)  # a SafeLoader
+            except DuplicateKeyError as err:
+                raise RecipeError(f"Recipe {path}: {err}") from err
             except yaml.YAMLError as err:
                 raise RecipeError(f"Recipe {path} is not valid YAML: {err}") from err
         if content is None:

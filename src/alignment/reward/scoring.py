@@ -8,6 +8,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
 from alignment.data.rows import conversation_problem
+from alignment.recipes.parser import RecipeError
 from alignment.reward.pairs import conversation_ids
 from alignment.runtime.loading import is_adapter_folder
 
@@ -26,7 +27,7 @@ def load_reward_model(model_path: str, *, dtype: torch.dtype = torch.float32):
     else:
         model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=dtype, use_safetensors=True)
     if model.config.num_labels != 1:
-        raise ValueError(f"{model_path} has {model.config.num_labels} outputs; a reward model has exactly one.")
+        raise RecipeError(f"{model_path} has {model.config.num_labels} outputs; a reward model has exactly one.")
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     return model.eval(), tokenizer
 

@@ -5,7 +5,9 @@
 - `lifecycle`: a run's start (logging, launch check, `output_dir`, resolved config, tokenizer) and end (train with
   resume, evaluate, save, model card).
 - `loading`: models and tokenizers, safely (no remote code, no pickle unless asked).
-- `reliability`: crash-safe checkpoints (manifests), finished runs and `output_dir` checks, the finite-loss check.
+- `reliability`: crash-safe checkpoints (manifests), finished runs, `output_dir` checks and its lock, the
+  finite-loss check.
+- `preemption`: SIGTERM and SIGINT finish the step, save a checkpoint there, and stop with one line (exit 75).
 - `samplers`: preference pairs batched by length. `plots`: the curves written beside a model.
 - `rules`: a user's `module:function` judge of a reply.
 - `private_hooks`: every private TRL/transformers name we override, call or read, checked against the installed

@@ -21,10 +21,12 @@ import time
 from collections.abc import Callable
 
 import torch.distributed as dist
+from tqdm.auto import tqdm
 
 from alignment.chat.templates import ChatTemplateError
 from alignment.data.rows import DataError, InvalidRowError
 from alignment.recipes.parser import RecipeError
+from alignment.runtime.preemption import PREEMPTED_EXIT_STATUS, Preempted, stopping_on_signals
 from alignment.runtime.reliability import NonFiniteLossError, OutputDirError
 
 
@@ -57,18 +59,23 @@ def run_cli(main: Callable[[], object]) -> None:
     A user error is an instance of `USER_ERRORS` (the recipe parser turns the config dataclasses' `__post_init__`
     checks, ours and transformers', into `RecipeError`s). With
     `ALIGNMENT_DEBUG=1` in the environment the error is re-raised, traceback and all. Any other exception propagates
-    unchanged, and so does `SystemExit` (`--help`, a stage already complete).
+    unchanged, and so does `SystemExit` (`--help`, a stage already complete). SIGTERM and SIGINT stop the run
+    where it can resume (`alignment.runtime.preemption`): one line, `stopped: ...`, and `PREEMPTED_EXIT_STATUS`.
     """
     try:
-        main()
+        with stopping_on_signals():
+            main()
         _release_process_group()
+    except Preempted as stopped:
+        if _is_main_process():
+            _report(f"stopped: {stopped}")
+        sys.exit(PREEMPTED_EXIT_STATUS)
     except Exception as err:
         kind = _user_error_kind(err)
         if kind is None or _debug():
             raise
         if _is_main_process():
-            sys.stderr.write(f"error: {kind}: {_message(err)}\n")
-            sys.stderr.flush()
+            _report(f"error: {kind}: {_message(err)}")
         elif (_env_int("WORLD_SIZE") or 1) > 1:
             time.sleep(NON_MAIN_RANK_EXIT_DELAY_S)
         sys.exit(USER_ERROR_EXIT_STATUS)
@@ -91,6 +98,13 @@ def _release_process_group() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _report(line: str) -> None:
+    """`line` on stderr, on a line of its own even when a progress bar was left open on the current one."""
+    open_bar = bool(getattr(tqdm, "_instances", None))
+    sys.stderr.write(("\n" if open_bar else "") + line + "\n")
+    sys.stderr.flush()
 
 
 def _user_error_kind(err: Exception) -> str | None:

@@ -18,8 +18,9 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments
 from alignment.chat.templates import set_chat_template
 from alignment.recipes.arguments import Recipe
 from alignment.recipes.parser import RecipeError
-from alignment.runtime.loading import load_tokenizer
+from alignment.runtime.loading import check_model_sources, check_vocabulary, load_tokenizer
 from alignment.runtime.plots import plot_log_history
+from alignment.runtime.preemption import raise_if_stopped
 from alignment.runtime.reliability import (
     RESOLVED_CONFIG_NAME,
     check_output_dir,
@@ -37,10 +38,13 @@ def start_run(recipe: Recipe) -> PreTrainedTokenizerBase:
     model_args, data_args, training_args = recipe
     setup_logging(training_args)
     check_world_size(training_args)
+    check_model_sources(model_args)  # a missing folder, an offline hub id, no tokenizer: before anything loads
     resolved = resolved_config(model_args, data_args, training_args)
     check_output_dir(training_args.output_dir, resolved, overwrite=training_args.overwrite_output_dir)
     log_and_save_resolved_config(training_args, resolved)
-    return load_tokenizer_with_template(model_args, data_args, training_args)
+    tokenizer = load_tokenizer_with_template(model_args, data_args, training_args)
+    check_vocabulary(tokenizer, model_args)  # another model's tokenizer: before the data is tokenized with it
+    return tokenizer
 
 
 def load_tokenizer_with_template(model_args, data_args, training_args: TrainingArguments) -> PreTrainedTokenizerBase:
@@ -147,8 +151,10 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
 
 def train_and_evaluate(trainer) -> None:
     """Train (resuming from `resume_from_checkpoint` or the newest complete checkpoint in `output_dir`), then evaluate
-    on the held-out split when the trainer has one; log and save the metrics and the trainer state."""
+    on the held-out split when the trainer has one; log and save the metrics and the trainer state. A run stopped by
+    a signal ends here with `Preempted`, its checkpoint saved (`alignment.runtime.preemption`)."""
     result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(trainer.args))
+    raise_if_stopped(trainer.state.global_step, trainer.args.output_dir)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()

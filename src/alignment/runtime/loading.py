@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
 import huggingface_hub
 import torch
 from accelerate import PartialState
+from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from peft import PeftConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from trl import get_quantization_config
@@ -28,6 +31,105 @@ def is_adapter_folder(path: str, revision: str = "main") -> bool:
     except Exception as err:  # offline, private or missing repo: loading the model reports the real problem
         logger.info("Could not check whether %s is an adapter (%s); loading it as a full model", path, err)
         return False
+
+
+MODEL_FILES = ("config.json", "adapter_config.json")
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json", "tekken.json")
+
+
+def source_problem(source: str, key: str, files: tuple[str, ...], what: str, revision: str = "main") -> str | None:
+    """What stops `source` (a recipe or command-line `key`) from being loaded as `what`, before anything loads it:
+    a local path that does not exist or is a file, a folder without any of `files`, a hub id that is neither a
+    valid id nor, offline, in the local cache. None when it can be loaded (a hub id online is left to the hub)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if any((path / name).is_file() for name in files):
+            return None
+        held = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
+        return f"`{key}: {source}` holds no {what} (none of {', '.join(files)}; it holds {held})."
+    if path.exists():
+        return f"`{key}: {source}` is a file; give the folder of a {what} or a hub id."
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return (
+            f"`{key}: {source}`: no such folder (looked in {Path.cwd()}), and it is not a hub id. Build or train it "
+            "first (`make demo` builds data/tiny/), or run from the folder the path is relative to."
+        )
+    if constants.HF_HUB_OFFLINE and not any(
+        isinstance(try_to_load_from_cache(source, name, revision=revision), str) for name in files
+    ):
+        return (
+            f"`{key}: {source}` is a hub id, and the hub is offline (HF_HUB_OFFLINE=1) with no copy of it in the "
+            f"local cache ({constants.HF_HUB_CACHE}). Download it once online, or give a local folder."
+        )
+    return None
+
+
+# The kinds of model a tool loads: its architecture names end so, and how many outputs its head has (None: any).
+MODEL_KINDS = {
+    "causal LM": (("ForCausalLM", "ForConditionalGeneration"), None),
+    "reward model": (("ForSequenceClassification",), 1),
+}
+ADAPTER_TASKS = {"CAUSAL_LM": "causal LM", "SEQ_CLS": "reward model"}
+
+
+def model_kind_problem(source: str, key: str, kind: str) -> str | None:
+    """Why the local model folder `source` is not a `kind` of `MODEL_KINDS` (a reward model given as a policy, a
+    policy given as a judge), from its config alone; None when it is, or when it is a hub id (its loader checks)."""
+    folder = Path(source)
+    if (folder / "adapter_config.json").is_file():
+        task = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("task_type")
+        found = ADAPTER_TASKS.get(task)
+        return None if found in (None, kind) else f"`{key}: {source}` is a {found} adapter, not a {kind}."
+    if not (folder / "config.json").is_file():
+        return None
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    suffixes, outputs = MODEL_KINDS[kind]
+    if architectures and not any(name.endswith(suffixes) for name in architectures):
+        return f"`{key}: {source}` is a {', '.join(architectures)}, not a {kind}."
+    labels = len(config.get("id2label") or {0: None, 1: None})  # transformers' default: 2 labels
+    if outputs is not None and labels != outputs:
+        return f"`{key}: {source}` has {labels} outputs; a {kind} has exactly {outputs}."
+    return None
+
+
+def check_model_sources(model_args: ModelArguments) -> None:
+    """Refuse, with one message naming the key, a model or tokenizer that cannot be loaded as given, and a recipe
+    this machine cannot run (quantization or flash-attention without their GPU and package); nothing is loaded."""
+    model = model_args.model_name_or_path
+    problem = source_problem(model, "model_name_or_path", MODEL_FILES, "model", model_args.model_revision)
+    if problem is None and model_args.tokenizer_name_or_path is not None:
+        problem = source_problem(
+            model_args.tokenizer_name_or_path, "tokenizer_name_or_path", TOKENIZER_FILES, "tokenizer"
+        )
+    elif problem is None and Path(model).is_dir() and not (Path(model) / "adapter_config.json").is_file():
+        # An adapter folder may borrow its base's tokenizer; a full model folder must hold its own.
+        if source_problem(model, "model_name_or_path", TOKENIZER_FILES, "tokenizer") is not None:
+            problem = (
+                f"`model_name_or_path: {model}` holds a model but no tokenizer: set `tokenizer_name_or_path` to the "
+                "tokenizer it was trained with."
+            )
+    if problem is not None:
+        raise RecipeError(problem)
+    _check_quantization_possible(model_args)
+    _check_attention_possible(model_args)
+
+
+def _check_attention_possible(model_args: ModelArguments) -> None:
+    if model_args.attn_implementation not in ("flash_attention_2", "flash_attention_3"):
+        return
+    if not torch.cuda.is_available():
+        raise RecipeError(
+            f"`attn_implementation: {model_args.attn_implementation}` runs on a CUDA GPU only; this machine has none. "
+            "Set `attn_implementation: sdpa`."
+        )
+    if importlib.util.find_spec("flash_attn") is None:
+        raise RecipeError(
+            f"`attn_implementation: {model_args.attn_implementation}` needs the flash-attn package: "
+            "`pip install -e '.[gpu]'`, or set `attn_implementation: sdpa`."
+        )
 
 
 def load_tokenizer(model_args: ModelArguments, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -156,10 +258,50 @@ def load_model(
     return _from_pretrained(model_class, source, allow_pickle_weights=model_args.allow_pickle_weights, **kwargs)
 
 
+def check_lora_targets(model: PreTrainedModel, model_args: ModelArguments) -> None:
+    """Refuse `lora_target_modules` naming a module the model lacks, listing the ones it has, before peft fails
+    inside the trainer's construction."""
+    targets = model_args.lora_target_modules
+    if not model_args.use_peft or targets in (None, "all-linear"):  # peft chooses
+        return
+    targets = [targets] if isinstance(targets, str) else targets  # TRL unwraps a list of one
+    names = {name.rpartition(".")[2] for name, _ in model.named_modules()}
+    missing = [target for target in targets if target not in names]
+    if missing:
+        linear = sorted({n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise RecipeError(
+            f"`lora_target_modules`: the model has no module named {', '.join(missing)}; its linear layers are "
+            f"{', '.join(linear)} (or write `all-linear`)."
+        )
+
+
+def _check_one_vocabulary(tokenizer: PreTrainedTokenizerBase, embeddings: int, model: str) -> None:
+    """Refuse a tokenizer whose base vocabulary alone outgrows the model's `embeddings`: another vocabulary, which
+    resizing would paper over with new random rows for every token."""
+    if tokenizer.vocab_size > embeddings:
+        raise RecipeError(
+            f"The tokenizer ({tokenizer.name_or_path}) has a vocabulary of {tokenizer.vocab_size} tokens and the "
+            f"model ({model}) embeds {embeddings}: they are not one vocabulary. Use the model's own tokenizer "
+            "(`tokenizer_name_or_path`, or unset it)."
+        )
+
+
+def check_vocabulary(tokenizer: PreTrainedTokenizerBase, model_args: ModelArguments) -> None:
+    """`_check_one_vocabulary` from a local model folder's config, before the data is tokenized (a hub model is
+    checked when it loads, by `match_embeddings_to_tokenizer`)."""
+    config = Path(model_args.model_name_or_path, "config.json")
+    if config.is_file():
+        vocab_size = json.loads(config.read_text(encoding="utf-8")).get("vocab_size")
+        if isinstance(vocab_size, int):
+            _check_one_vocabulary(tokenizer, vocab_size, model_args.model_name_or_path)
+
+
 def match_embeddings_to_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Grow the embedding matrix when the chat template added special tokens to the tokenizer."""
+    """Grow the embedding matrix when the chat template added special tokens to the tokenizer; refuse a tokenizer
+    of another vocabulary (`_check_one_vocabulary`)."""
     # `num_embeddings`, not the weight's shape: under ZeRO-3 the weight is a partitioned, empty placeholder.
     current = model.get_input_embeddings().num_embeddings
+    _check_one_vocabulary(tokenizer, current, model.config.name_or_path)
     if len(tokenizer) > current:
         logger.info("Resizing token embeddings from %d to %d for added special tokens", current, len(tokenizer))
         model.resize_token_embeddings(len(tokenizer))

@@ -12,7 +12,8 @@ Finished outputs. A stage writes `run_finished.json` into `output_dir` after eve
 model card, which TRL also writes at every checkpoint). `check_output_dir` runs before anything is written: a
 finished `output_dir` is never written over unless the recipe sets
 `overwrite_output_dir: true`; the same recipe run again is told the stage is complete and exits 0 (the pipeline relies
-on it); a different recipe pointed at another run's checkpoints is refused, naming the keys that differ.
+on it); a different recipe pointed at another run's checkpoints is refused, naming the keys that differ. A run holds
+an exclusive lock on its `output_dir` (`lock_output_dir`): a second run started into the same folder is refused.
 
 Non-finite losses. `CrashSafeTrainerMixin` checks the loss of every micro-batch on every process and refuses to save
 weights that are not finite, so a diverged run stops at the step it diverged, naming the last complete checkpoint and
@@ -21,11 +22,13 @@ the likely cause, and no NaN model is ever saved.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ logger = logging.getLogger("alignment")
 MANIFEST_NAME = "checkpoint_complete.json"
 RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 FINISHED_NAME = "run_finished.json"
+LOCK_NAME = ".run.lock"
 # Keys that change how a run reports or where it keeps its files, never what it trains: a run may resume or be found
 # complete with them changed (`output_dir` too: a finished run copied elsewhere is still that run).
 KEYS_FREE_ACROSS_RUNS = frozenset(
@@ -67,6 +71,8 @@ KEYS_FREE_ACROSS_RUNS = frozenset(
     }
 )
 _CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+# The descriptors of the output folders this process has locked: kept open, so held, until the process ends.
+_HELD_LOCKS: dict[Path, int] = {}
 
 
 class OutputDirError(RuntimeError):
@@ -97,6 +103,8 @@ def write_manifest(checkpoint_dir: str | Path) -> None:
 def checkpoint_problem(checkpoint_dir: str | Path) -> str | None:
     """Why `checkpoint_dir` cannot be resumed from (no manifest, a file missing or of another size), or None."""
     manifest_path = Path(checkpoint_dir) / MANIFEST_NAME
+    if not Path(checkpoint_dir).is_dir():
+        return "no such folder" if not Path(checkpoint_dir).exists() else "a file, not a checkpoint folder"
     if not manifest_path.is_file():
         return f"no {MANIFEST_NAME}: it was cut off while being written, or not written by the handbook"
     try:
@@ -161,14 +169,50 @@ def _describe_differences(differences: dict[str, tuple[Any, Any]], limit: int = 
     return "\n".join(lines)
 
 
+def lock_output_dir(output_dir: str | Path) -> None:
+    """Take this run's exclusive lock on `output_dir` (created if needed) for the rest of the process's life.
+
+    Two runs started into one folder would both train and one result would silently replace the other; the second
+    is refused, naming the holder. The lock is the operating system's (`flock` on `.run.lock`), so it is released
+    on any exit, a kill -9 included: a stale lock file never blocks anyone. Under a multi-process launch rank 0
+    takes it for the run (`check_output_dir`).
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputDirError(f"`output_dir: {output_dir}` is a file: give a folder (it is created if missing).")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(output_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise OutputDirError(f"`output_dir: {output_dir}` cannot be created or written: {err.strerror}.") from err
+    if output_dir.resolve() in _HELD_LOCKS:
+        os.close(descriptor)
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        holder = os.read(descriptor, 200).decode("utf-8", "replace").strip() or "another process"
+        os.close(descriptor)
+        raise OutputDirError(
+            f"`output_dir: {output_dir}` is in use by another run ({holder}). Wait for it to end, or give this run "
+            "another `output_dir`."
+        ) from err
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+    _HELD_LOCKS[output_dir.resolve()] = descriptor
+
+
 def check_output_dir(output_dir: str | Path, resolved: dict[str, Any], *, overwrite: bool) -> None:
-    """Decide, before anything is written, what this run may do with `output_dir` (see the module doc).
+    """Decide, before anything is written, what this run may do with `output_dir` (see the module doc), holding
+    its lock (`lock_output_dir`) from here on.
 
     Exits 0 when `output_dir` holds a finished run of the same recipe; raises `OutputDirError` when it holds a
     finished run of another recipe, or checkpoints of one, unless `overwrite`; with `overwrite`, removes the previous
     run's checkpoints and finish mark so that nothing of it is resumed or taken for this run's result.
     """
     output_dir = Path(output_dir)
+    if PartialState().is_main_process:
+        lock_output_dir(output_dir)
     config_path = output_dir / RESOLVED_CONFIG_NAME
     finished = is_finished(output_dir)
     checkpoints = checkpoint_dirs(output_dir)
@@ -184,6 +228,13 @@ def check_output_dir(output_dir: str | Path, resolved: dict[str, Any], *, overwr
         state.wait_for_everyone()
         return
     saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
+    foreign = sorted(set(saved) - set(resolved)) if saved is not None else []
+    if foreign:  # keys this stage's recipe cannot have: the folder holds another stage's run
+        what = "a finished model" if finished else "checkpoints"
+        raise OutputDirError(
+            f"{output_dir} holds {what} of another stage (its recipe has {', '.join(foreign[:6])}, which this "
+            "stage's has not). Point `output_dir` somewhere else: each stage writes its own folder."
+        )
     differences = differing_keys(saved, resolved) if saved is not None else {}
     if finished and not differences:
         logger.info("%s already holds this stage, finished with the same recipe: nothing to do", output_dir)

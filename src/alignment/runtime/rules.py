@@ -7,6 +7,8 @@ the same form and refuses a bad path with the same message.
 from __future__ import annotations
 
 import importlib
+import inspect
+import numbers
 from collections.abc import Callable
 
 # A rule judges one reply to a prompt: True when it is right.
@@ -36,3 +38,26 @@ def load_rule(path: str, key: str = "rule") -> Rule:
     if not callable(rule):
         raise ValueError(f"`{key}: {path}`: `{function_name}` is not callable; expected {RULE_FORM}.")
     return rule
+
+
+def check_rule(rule: Rule, path: str, key: str, prompt: list[dict[str, str]]) -> None:
+    """Call `rule` once, on `prompt` and a dummy reply, before any model generates: a rule of the wrong signature,
+    one that raises, or one that returns something other than a bool or a number is a `ValueError` naming `key`,
+    instead of an error after minutes of generation."""
+    try:
+        inspect.signature(rule).bind(prompt, "")
+    except TypeError as err:
+        raise ValueError(f"`{key}: {path}` cannot be called as {RULE_FORM}: {err}.") from err
+    except ValueError:  # a builtin without a signature: the call below checks it
+        pass
+    try:
+        verdict = rule(prompt, "a dummy reply")
+    except Exception as err:
+        raise ValueError(
+            f"`{key}: {path}` raised {type(err).__name__} on the first prompt and a dummy reply ({err}); a rule "
+            "returns False for a reply it does not accept."
+        ) from err
+    if not (isinstance(verdict, numbers.Real) or getattr(verdict, "shape", None) == ()):  # a numpy or torch scalar
+        raise ValueError(
+            f"`{key}: {path}` returned {type(verdict).__name__} ({verdict!r:.80}); a rule returns a bool or a number."
+        )

@@ -28,8 +28,10 @@ from alignment.chat.turns import end_of_turn_token_ids
 from alignment.data.mixture import Mixture, load_mixture
 from alignment.data.rows import RowProblem
 from alignment.recipes.arguments import Recipe
+from alignment.recipes.parser import RecipeError
 from alignment.runtime.lifecycle import save_and_card, set_generation_eos, start_run, train_and_evaluate
-from alignment.runtime.loading import load_model, match_embeddings_to_tokenizer
+from alignment.runtime.loading import check_lora_targets, load_model, match_embeddings_to_tokenizer
+from alignment.runtime.preemption import StopOnSignal
 
 
 @dataclass
@@ -99,6 +101,12 @@ class Stage:
                 data.splits[split], data.reports[split] = self.tokenize(
                     rows[split], tokenizer, split=split, source_of=partial(rows.source_of, split), **options
                 )
+        if not len(data.splits.get("train", ())):
+            raise RecipeError(
+                f"No training example is left once tokenized (`max_length: {recipe.training.max_length}`): "
+                f"{data.reports.get('train', 'the mixture has no training rows')}. Raise `max_length`, or check "
+                "the rows dropped above."
+            )
         return data
 
     def load_model(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -126,15 +134,16 @@ class Stage:
         trainer_class: type[Trainer] | None = None,
     ) -> Trainer:
         """The stage's trainer over the train split and `eval_split`: an instance of `trainer_class`, by default the
-        stage's own, or a subclass of it (the benchmarks pass a metered one), given `callbacks` and the stage's own
-        `trainer_kwargs`."""
+        stage's own, or a subclass of it (the benchmarks pass a metered one), given `callbacks` (after `StopOnSignal`,
+        which saves and stops a run on SIGTERM or SIGINT) and the stage's own `trainer_kwargs`."""
+        check_lora_targets(model, recipe.model)
         return (trainer_class or self.trainer_class)(
             model=model,
             args=recipe.training,
             train_dataset=data.splits["train"],
             eval_dataset=self.eval_split(recipe, data),
             processing_class=tokenizer,
-            callbacks=callbacks,
+            callbacks=[StopOnSignal(), *(callbacks or [])],
             **self.trainer_kwargs(recipe, tokenizer),
         )
 
@@ -143,11 +152,22 @@ class Stage:
         return {}
 
     def eval_split(self, recipe: Recipe, data: StageData) -> Dataset | None:
-        """The held-out split the trainer evaluates on: the `test` split when it has rows and the recipe evaluates
-        (`eval_strategy` other than `no`, or `do_eval: true`), else None."""
+        """The held-out split the trainer evaluates on when the recipe evaluates (`eval_strategy` other than `no`, or
+        `do_eval: true`): the `test` split, which must have rows; else None."""
         training = recipe.training
-        evaluates = training.eval_strategy != "no" or training.do_eval
-        return data.splits.get("test") if evaluates else None
+        if training.eval_strategy == "no" and not training.do_eval:
+            return None
+        if "test" not in data.splits:
+            strategy = getattr(training.eval_strategy, "value", training.eval_strategy)  # transformers' enum
+            asked = "`do_eval: true`" if strategy == "no" else f"`eval_strategy: {strategy}`"
+            raise RecipeError(
+                f"{asked} evaluates on a held-out split, and the mixture has no test rows "
+                f"(`dataset_splits: {recipe.data.dataset_splits}`, "
+                f"`test_split_size: {recipe.data.test_split_size}`). "
+                "Set `eval_strategy: no` (and `do_eval: false`), or hold rows out: a test split in `dataset_splits` "
+                "or the list form, or `test_split_size: 0.05`."
+            )
+        return data.splits["test"]
 
     def tags(self, recipe: Recipe) -> list[str]:
         """Model-card tags (besides `alignment-handbook`)."""

@@ -171,10 +171,7 @@ class SearchArguments:
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
 
     def __post_init__(self):
-        try:
-            load_rule(self.verifier)  # a bad path stops the run here, before any model is loaded
-        except ValueError as err:
-            raise ValueError(f"`verifier`: {err}") from err
+        load_rule(self.verifier, key="verifier")  # a bad path stops the run here, before any model is loaded
         for key in ("value_rule", "step_rule"):
             if getattr(self, key) is not None:
                 load_rule(getattr(self, key), key=key)

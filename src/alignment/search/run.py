@@ -37,11 +37,12 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from alignment.data.readers import read_rows
+from alignment.data.rows import DataError
 from alignment.evaluation import prompts_from_rows
 from alignment.recipes.arguments import ModelArguments
 from alignment.recipes.parser import RecipeError, RecipeParser
 from alignment.runtime.lifecycle import resolved_config
-from alignment.runtime.loading import load_model
+from alignment.runtime.loading import MODEL_FILES, load_model, model_kind_problem, source_problem
 from alignment.runtime.reliability import (
     FINISHED_NAME,
     RESOLVED_CONFIG_NAME,
@@ -50,7 +51,7 @@ from alignment.runtime.reliability import (
     differing_keys,
     mark_finished,
 )
-from alignment.runtime.rules import Rule, load_rule
+from alignment.runtime.rules import Rule, check_rule, load_rule
 from alignment.search.algorithms import STEP_VALUED_ALGORITHMS, Node, SearchResult, search
 from alignment.search.config import SearchArguments, SearchConfig
 from alignment.search.policy import LMPolicy, Prompt, RuleScorer, StepRule, StepScorer, ValueScorer
@@ -255,15 +256,25 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
             f"`algorithm: {config.algorithm}` does not value every step: use one of {list(STEP_VALUED_ALGORITHMS)}, "
             "or `verify_steps: false`."
         )
-    for key in ("policy", "prompts", "value_model"):
+    for key in ("policy", "value_model"):
         path = getattr(args, key)
-        if path is not None and not Path(path).exists():
-            raise RecipeError(f"`{key}: {path}` does not exist (run the stage that writes it first).")
+        if path is not None:
+            problem = source_problem(path, key, MODEL_FILES, "model") or model_kind_problem(path, key, "causal LM")
+            if problem is not None:
+                raise RecipeError(problem)
+    if not Path(args.prompts).is_file():
+        raise RecipeError(f"`prompts: {args.prompts}` is not a file (run the stage that writes it first).")
+    prompts = prompts_from_rows(read_rows(args.prompts))[: args.max_prompts]
+    if not prompts:
+        raise DataError(f"`prompts: {args.prompts}` has no rows.")
+    verifier = load_rule(args.verifier)
+    try:  # each rule called once, before any model generates
+        check_rule(verifier, args.verifier, "verifier", prompts[0])
+    except ValueError as err:
+        raise RecipeError(str(err)) from err
     resolved = resolved_config(args, config)
     logger.info("Resolved config:\n%s", yaml.safe_dump(resolved, sort_keys=True))
     prepare_output_dir(args, resolved)
-    prompts = prompts_from_rows(read_rows(args.prompts))[: args.max_prompts]
-    verifier = load_rule(args.verifier)
     step_rule = load_rule(args.step_rule, key="step_rule") if args.step_rule else None
     output = SearchOutput(args.output_dir)
     if output.records:

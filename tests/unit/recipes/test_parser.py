@@ -138,3 +138,21 @@ def test_resolved_config_parses_back_to_the_same_run(tmp_path):
     again = parser.parse_dict(yaml.safe_load(yaml.safe_dump(resolved)))
     assert resolved_config(*again) == resolved
     assert resolved["learning_rate"] == 2e-5 and resolved["dataset_mixer"] == {"d": 0.5}
+
+
+def test_a_key_written_twice_is_refused_at_any_depth_naming_both_lines(tmp_path):
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text("output_dir: out\ndataset_mixer:\n  a.jsonl: 0.5\n  b.jsonl: 1.0\n  a.jsonl: 1.0\n")
+    with pytest.raises(RecipeError, match=r"`a.jsonl` is written twice, on lines 3 and 5: keep one"):
+        RecipeParser.read_recipe(recipe)
+    recipe.write_text("output_dir: out\nlist: [1, 1]\nnested: {a: 1, b: 1}\n")  # equal values are not keys
+    assert RecipeParser.read_recipe(recipe)["list"] == [1, 1]
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_resume_from_checkpoint_true_means_the_newest_checkpoint_not_a_folder(tmp_path, value):
+    recipe = tmp_path / "resume.yaml"
+    recipe.write_text(f"model_name_or_path: x\noutput_dir: out\nresume_from_checkpoint: {value}\n")
+    for argv in ([str(recipe)], [str(recipe), "--resume_from_checkpoint", value]):
+        *_, training = RecipeParser((ModelArguments, DataArguments, SFTConfig)).parse(argv)
+        assert training.resume_from_checkpoint is None
