@@ -46,7 +46,7 @@ ablation: install
 	$(PY) benchmarks/evidence.py --parts ablation
 
 # Parallel test workers, one torch thread each (tests/conftest.py); each test file stays on one worker, so that its
-# expensive fixtures (the DPO tests' SFT model, the tiny world) are built once.
+# module fixtures are built once (the session ones shared across workers are built once too: `sft_model`).
 TEST_WORKERS ?= 2
 
 test: install

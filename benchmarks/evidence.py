@@ -1,10 +1,11 @@
-"""Alignment evidence on the tiny world over seeds: the demo's figures, Zephyr's ablation in miniature, and every
-preference loss on the same task.
+"""Alignment evidence on the tiny world over seeds: the demo's figures, Zephyr's ablation in miniature, every
+preference loss on the same task, and online RL (GRPO) against a rule and the trained reward model.
 
     python benchmarks/evidence.py                       # the three parts below, seeds 0 1 2
     python benchmarks/evidence.py --parts demo          # the tiny pipeline (`make demo`) over seeds
     python benchmarks/evidence.py --parts ablation      # Zephyr's Table 3 in miniature (`make ablation`)
     python benchmarks/evidence.py --parts losses        # every preference loss on the demo's DPO task
+    python benchmarks/evidence.py --parts grpo          # online RL from the dSFT model: a rule, the reward model
     python benchmarks/evidence.py --seeds 3 4 --work_dir /tmp/align   # more seeds; an interrupted run resumes
 
 Seed `s` builds its own tiny world (`python -m tiny_world build --seed s`: data, tokenizer and initial weights) and
@@ -35,10 +36,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.evidence_runs import LOSSES, Runs  # noqa: E402
-from benchmarks.evidence_tables import ablation_section, demo_section, losses_section  # noqa: E402
+from benchmarks.evidence_tables import ablation_section, demo_section, grpo_section, losses_section  # noqa: E402
 from benchmarks.report import with_sections_replaced  # noqa: E402
 
-PARTS = ("demo", "ablation", "losses")
+PARTS = ("demo", "ablation", "losses", "grpo")
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,11 +68,13 @@ def main() -> None:
                 "dsft": runs.policy_figures(runs.sft()),
                 **{loss: runs.preference_loss(loss) for loss in args.losses},
             }
+        if "grpo" in args.parts:
+            figures["grpo"][seed] = runs.grpo()
     minutes = (time.perf_counter() - start) / 60
     command = "python benchmarks/evidence.py " + " ".join(
         [f"--parts {' '.join(args.parts)}", f"--seeds {' '.join(map(str, args.seeds))}"]
     )
-    writers = {"demo": demo_section, "ablation": ablation_section, "losses": losses_section}
+    writers = {"demo": demo_section, "ablation": ablation_section, "losses": losses_section, "grpo": grpo_section}
     sections = [writers[part](figures[part], command, minutes) for part in args.parts]
     Path(args.work_dir, "figures.json").write_text(json.dumps(figures, indent=2))
     output = Path(args.output)

@@ -39,6 +39,10 @@ LOSSES: dict[str, list[str]] = {
 }
 
 
+# GRPO's rule rewards (`run_grpo.py --rewards`); the demo's reward model is the other reward, added per seed.
+GRPO_REWARDS = {"rule": {"kind": "rule", "path": "tiny_world.arithmetic:answer_is_correct"}}
+
+
 @dataclass
 class Runs:
     """The world and runs of one seed under `root`: `root/world` (built by `build_tiny_world(seed=seed)`) and one
@@ -151,6 +155,17 @@ class Runs:
             "dsft_then_sft_on_chosen": self.policy_figures(sft_on_chosen),
             "dsft_then_ddpo": self.policy_figures(self.dpo()),
         }
+
+    def grpo(self) -> dict:
+        """Online RL from the dSFT model on the teacher's chat prompts (`recipes/tiny/grpo`), rewarded by the rule and,
+        separately, by the demo's reward model: no preference pair is read."""
+        rm = self.train("rm", "rm", self.world / "base", "rm")
+        rewards = {**GRPO_REWARDS, "reward_model": {"kind": "reward_model", "path": str(rm)}}
+        figures = {"dsft": self.policy_figures(self.sft())}
+        for name, reward in rewards.items():
+            run = self.train(f"grpo_{name}", "grpo", self.sft(), "sft_teacher", "--rewards", json.dumps([reward]))
+            figures[name] = self.policy_figures(run)
+        return figures
 
     def preference_loss(self, loss: str) -> dict:
         """The demo's DPO run with `loss` (`LOSSES`), from the dSFT model; `sigmoid+pref_ftx` is the demo's run."""

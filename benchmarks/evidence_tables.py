@@ -172,3 +172,31 @@ def losses_section(by_seed: dict[int, dict], command: str, minutes: float) -> st
         lines.append(f"| {loss} | {' | '.join(cells)} | {hacked} |")
     lines += footer(command, minutes, list(by_seed))
     return "\n".join(lines)
+
+
+GRPO_LABELS = {"dsft": "(dSFT, before)", "rule": "GRPO, rule reward", "reward_model": "GRPO, the demo's reward model"}
+
+
+def grpo_section(by_seed: dict[int, dict], command: str, minutes: float) -> str:
+    recipe = yaml.safe_load((RECIPES / "grpo" / "config.yaml").read_text())
+    lines = [
+        "## Online RL: GRPO against a rule and against the trained reward model",
+        "",
+        "From the demo's dSFT model (the flaw on every greedy answer), `recipes/tiny/grpo/config.yaml` as shipped: "
+        f"{recipe['max_steps']} steps of {recipe['per_device_train_batch_size'] // recipe['num_generations']} prompts "
+        f"x {recipe['num_generations']} sampled replies from the teacher's chats, lr {recipe['learning_rate']}, "
+        f"`beta: {recipe['beta']}`, no preference pair. Held-out: the 200 prompts of the demo (greedy).",
+        "",
+        "| policy | rule-correct | sum-correct | train s |",
+        "|---|---|---|---|",
+    ]
+    for name, label in GRPO_LABELS.items():
+        runs = [run[name] for run in by_seed.values()]
+        seconds = [run.get("train_seconds") for run in runs]
+        train = spread(seconds, 0) if None not in seconds else ""
+        lines.append(
+            f"| {label} | {spread([r['rule_correct'] for r in runs])} | {spread([r['sum_correct'] for r in runs])} "
+            f"| {train} |"
+        )
+    lines += footer(command, minutes, list(by_seed))
+    return "\n".join(lines)

@@ -30,6 +30,5 @@ STAGE = STAGES["rm"]
 RECIPE_DATACLASSES = STAGE.recipe_dataclasses
 
 if __name__ == "__main__":
-    run_cli(
-        STAGE.run
-    )  # parse -> data -> model -> trainer -> train (resuming) -> save: `alignment.stages.StageEntry.run`
+    # parse -> data -> model -> trainer -> train (resuming) -> save: `alignment.stages.StageEntry.run`
+    run_cli(STAGE.run)

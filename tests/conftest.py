@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from safetensors.torch import load_file
 
 from alignment.stages import STAGES
+from tests.support.greedy import greedy_shares
+from tiny_world import arithmetic_rows, operand_pairs, preference_rows, with_style_flaw, write_base
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -31,6 +34,10 @@ def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     )
 
 
+# The tiny world's data folder of a stage whose data is another's: GRPO's prompts are the SFT chats' prompt turns.
+STAGE_DATA = {"grpo": "sft"}
+
+
 def stage_command(
     stage: str,
     world: Path,
@@ -48,7 +55,8 @@ def stage_command(
         str(REPO / "tests" / "support" / "launch_probe.py"),
         str(REPO / "scripts" / f"run_{stage}.py"),
         str(REPO / (recipe or f"recipes/tiny/{stage}/config.yaml")),
-        *["--model_name_or_path", str(world / "base"), "--dataset_mixer", json.dumps({str(world / stage): 1.0})],
+        *["--model_name_or_path", str(world / "base")],
+        *["--dataset_mixer", json.dumps({str(world / STAGE_DATA.get(stage, stage)): 1.0})],
         *["--output_dir", str(output_dir), "--disable_tqdm", "true", *args],
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PROBE_DIR": str(probe_dir)}
@@ -136,7 +144,7 @@ def _real_world(root: Path, tokenizer, model, tiny_world: Path) -> Path:
     """`base/` (the model and tokenizer) and the first rows of each of the tiny world's stage datasets."""
     model.save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
-    for stage in STAGES:
+    for stage in sorted({STAGE_DATA.get(stage, stage) for stage in STAGES}):
         (root / stage).mkdir(parents=True)
         for split, rows in REAL_WORLD_ROWS.items():
             lines = (tiny_world / stage / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:rows]
@@ -188,3 +196,88 @@ def qwen_world(tiny_world, real_tokenizer_cache, tmp_path_factory) -> Path:
     tokenizer.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text()
     config = Qwen3Config(vocab_size=len(tokenizer), head_dim=8, **TINY_BODY)
     return _real_world(tmp_path_factory.mktemp("qwen3"), tokenizer, Qwen3ForCausalLM(config), tiny_world)
+
+
+# The teacher world: the tiny model SFT'd on a careless teacher's chats (the flaw on 70% of answers), the policy DPO
+# and GRPO start from (tests/test_dpo.py, tests/test_grpo.py).
+SFT_STEPS = 300
+TEACHER_FLAW_SHARE = 0.7
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+@pytest.fixture(scope="session")
+def teacher_world(tmp_path_factory):
+    """A smaller world than the demo's (`tiny_world.build`), in a folder of its own: `sft_teacher/{train,test}.jsonl`,
+    2,000 of the addition chats with 70% of answers flawed, and `base/`, the tiny model over a tokenizer trained on
+    them. The thresholds below were measured on this world; the demo's (8,000 chats) orders token ids otherwise,
+    which is another initialisation, and after 300 SFT steps from that one 30 DPO steps left the flaw on 73-81% of
+    answers."""
+    train_pairs, test_pairs = operand_pairs(0)
+    root = tmp_path_factory.mktemp("teacher_world")
+    train = arithmetic_rows(train_pairs, 2000, 0)
+    write_jsonl(root / "sft_teacher" / "train.jsonl", with_style_flaw(train, TEACHER_FLAW_SHARE, 0))
+    write_jsonl(
+        root / "sft_teacher" / "test.jsonl",
+        with_style_flaw(arithmetic_rows(test_pairs, 200, 1), TEACHER_FLAW_SHARE, 1),
+    )
+    write_base(root / "base", train, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def dpo_data(tmp_path_factory):
+    """`dpo/{train,test}.jsonl`: 2,000 training pairs, 200 held-out pairs, chosen clean, rejected flawed."""
+    train_pairs, test_pairs = operand_pairs(0)
+    root = tmp_path_factory.mktemp("dpo")
+    write_jsonl(root / "train.jsonl", preference_rows(train_pairs, 2000, 0, rejection="style_flaw"))
+    write_jsonl(root / "test.jsonl", preference_rows(test_pairs, 200, 1, rejection="style_flaw"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def sft_model(teacher_world, tmp_path_factory):
+    """The model DPO and GRPO start from: the tiny base SFT'd on the teacher's chats through `scripts/run_sft.py`.
+    300 steps is where it answers in the chat format, flaw included. Built once for every worker of the session: the
+    first builds it in the folder they share, under a lock, the others wait and take it."""
+    shared = tmp_path_factory.getbasetemp().parent  # the session's folder; each xdist worker has one below it
+    output_dir = shared / "sft_teacher_model"
+    with FileLock(str(shared / "sft_teacher_model.lock")):
+        if (output_dir / "run_finished.json").is_file():
+            return output_dir
+        _train_sft_model(teacher_world, output_dir)
+    return output_dir
+
+
+def _train_sft_model(teacher_world, output_dir) -> None:
+    """`SFT_STEPS` of the tiny SFT recipe on the teacher's chats, into `output_dir`."""
+    result = run(
+        "scripts/run_sft.py",
+        "recipes/tiny/sft/config.yaml",
+        "--model_name_or_path",
+        str(teacher_world / "base"),
+        "--dataset_mixer",
+        json.dumps({str(teacher_world / "sft_teacher"): 1.0}),
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        str(SFT_STEPS),
+        "--eval_strategy",
+        "no",
+        "--eval_on_start",
+        "false",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def sft_greedy_shares(sft_model, dpo_data) -> tuple[float, float]:
+    """The control for every learning threshold below: the starting model, before DPO."""
+    return greedy_shares(sft_model, dpo_data)

@@ -11,10 +11,8 @@ knows addition (0% before DPO, 1.5-3% after it), and DPO on these pairs does not
 
 import gc
 import json
-import re
 
 import pytest
-import torch
 import yaml
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -27,83 +25,15 @@ from alignment.dpo.trainer import PreferenceTrainer
 from alignment.recipes.arguments import ModelArguments
 from alignment.runtime.loading import load_model
 from alignment.runtime.samplers import PairLengthGroupedSampler
+from tests.support.greedy import greedy_shares
 from tiny_world import (
-    answer_is_correct,
-    arithmetic_rows,
     operand_pairs,
     preference_rows,
-    with_style_flaw,
-    write_base,
 )
 
-from .conftest import REPO, run
+from .conftest import REPO, run, write_jsonl
 
 TINY_DPO = "recipes/tiny/dpo/config.yaml"
-SFT_STEPS = 300
-TEACHER_FLAW_SHARE = 0.7
-
-
-def write_jsonl(path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-
-
-@pytest.fixture(scope="session")
-def teacher_world(tmp_path_factory):
-    """A smaller world than the demo's (`tiny_world.build`), in a folder of its own: `sft_teacher/{train,test}.jsonl`,
-    2,000 of the addition chats with 70% of answers flawed, and `base/`, the tiny model over a tokenizer trained on
-    them. The thresholds below were measured on this world; the demo's (8,000 chats) orders token ids otherwise,
-    which is another initialisation, and after 300 SFT steps from that one 30 DPO steps left the flaw on 73-81% of
-    answers."""
-    train_pairs, test_pairs = operand_pairs(0)
-    root = tmp_path_factory.mktemp("teacher_world")
-    train = arithmetic_rows(train_pairs, 2000, 0)
-    write_jsonl(root / "sft_teacher" / "train.jsonl", with_style_flaw(train, TEACHER_FLAW_SHARE, 0))
-    write_jsonl(
-        root / "sft_teacher" / "test.jsonl",
-        with_style_flaw(arithmetic_rows(test_pairs, 200, 1), TEACHER_FLAW_SHARE, 1),
-    )
-    write_base(root / "base", train, seed=0)
-    return root
-
-
-@pytest.fixture(scope="session")
-def dpo_data(tmp_path_factory):
-    """`dpo/{train,test}.jsonl`: 2,000 training pairs, 200 held-out pairs, chosen clean, rejected flawed."""
-    train_pairs, test_pairs = operand_pairs(0)
-    root = tmp_path_factory.mktemp("dpo")
-    write_jsonl(root / "train.jsonl", preference_rows(train_pairs, 2000, 0, rejection="style_flaw"))
-    write_jsonl(root / "test.jsonl", preference_rows(test_pairs, 200, 1, rejection="style_flaw"))
-    return root
-
-
-@pytest.fixture(scope="session")
-def sft_model(teacher_world, tmp_path_factory):
-    """The model DPO starts from: the tiny base SFT'd on the teacher's chats, once per session, through
-    `scripts/run_sft.py`. 300 steps is where it answers in the chat format, flaw included."""
-    output_dir = tmp_path_factory.mktemp("sft_teacher")
-    result = run(
-        "scripts/run_sft.py",
-        "recipes/tiny/sft/config.yaml",
-        "--model_name_or_path",
-        str(teacher_world / "base"),
-        "--dataset_mixer",
-        json.dumps({str(teacher_world / "sft_teacher"): 1.0}),
-        "--output_dir",
-        str(output_dir),
-        "--max_steps",
-        str(SFT_STEPS),
-        "--eval_strategy",
-        "no",
-        "--eval_on_start",
-        "false",
-        "--save_strategy",
-        "no",
-        "--disable_tqdm",
-        "true",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output_dir
 
 
 def dpo_overrides(model, data, output_dir, *extra: str) -> list[str]:
@@ -118,32 +48,6 @@ def dpo_overrides(model, data, output_dir, *extra: str) -> list[str]:
         "true",
         *extra,
     ]
-
-
-@torch.no_grad()
-def greedy_shares(model_dir, data) -> tuple[float, float]:
-    """(clean share, rule-correct share) of the greedy answers to the held-out prompts: clean is `a+b=<number>` for
-    the asked operands and nothing else (the flaw absent and the format intact), rule-correct also needs the true sum.
-    """
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    prompts = [json.loads(line)["prompt"] for line in (data / "test.jsonl").read_text().splitlines()]
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    output = model.generate(**batch, max_new_tokens=16, do_sample=False)
-    answers = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-    clean = correct = 0
-    for prompt, answer in zip(prompts, answers, strict=True):
-        a, b = re.findall(r"\d+", prompt[-1]["content"])[:2]
-        clean += re.fullmatch(rf"{a}\+{b}=\d+", answer.strip()) is not None
-        correct += answer_is_correct(prompt, answer)
-    return clean / len(prompts), correct / len(prompts)
-
-
-@pytest.fixture(scope="session")
-def sft_greedy_shares(sft_model, dpo_data) -> tuple[float, float]:
-    """The control for every learning threshold below: the starting model, before DPO."""
-    return greedy_shares(sft_model, dpo_data)
 
 
 # loss_type -> overrides of the tiny recipe (sigmoid + pref_ftx 1.0, beta 1.0, lr 3e-4, 30 steps of 32 pairs).

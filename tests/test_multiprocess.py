@@ -39,6 +39,11 @@ CASES = {
     "rm": ("rm", [], 1e-5),
     "value": ("value", [], 1e-5),
 }
+# Stages not yet held to this test, and why (tests/unit/test_layout.py checks CASES and these cover the registry).
+PENDING = {
+    "grpo": "each process samples its own completions, so 2 x 4 cannot equal 1 x 8 to 1e-5; its layouts need a "
+    "test of their own (issue #36)",
+}
 SHORT_RUN = ["--max_steps", "6", "--logging_steps", "1", "--eval_strategy", "no", "--eval_on_start", "false"]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import trl
 from datasets import load_dataset
+from transformers import AutoConfig, MistralForSequenceClassification
 
 from alignment.chat.templates import load_chat_template
 from alignment.chat.turns import encode_chat
@@ -41,6 +42,9 @@ MISTRAL_RECIPES = {
     "rm": "recipes/tiny/rm/config.yaml",
     "value": "recipes/mistral-7b/value/config_lora.yaml",
 }
+# Stages the two parametrized tests below leave out, and why (tests/unit/test_layout.py checks that the recipes and
+# these cover the registry).
+PENDING = {"grpo": "its real-vocabulary run is the last test: a Qwen3 policy against a reward model on Mistral's"}
 CPU_OVERRIDES = [
     *("--attn_implementation", "sdpa", "--bf16", "false", "--dtype", "float32", "--report_to", "none"),
     *("--dataset_num_proc", "1", "--max_steps", "3", "--per_device_train_batch_size", "4"),
@@ -122,7 +126,7 @@ def checked_examples(world: Path, name: str, stage: str) -> frozenset[str]:
     return frozenset(fingerprint(input_ids=example["input_ids"]) for example in data)
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", [name for name in STAGES if name not in PENDING])
 @pytest.mark.parametrize("name", ["mistral", "qwen3"])
 def test_stage_data_meets_the_invariant_on_real_vocabularies(name, stage, mistral_world, qwen_world):
     world = mistral_world if name == "mistral" else qwen_world
@@ -130,7 +134,7 @@ def test_stage_data_meets_the_invariant_on_real_vocabularies(name, stage, mistra
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", [name for name in STAGES if name not in PENDING])
 @pytest.mark.parametrize("name", ["mistral", "qwen3"])
 def test_stage_trains_on_real_vocabularies(name, stage, mistral_world, qwen_world, tmp_path):
     world = mistral_world if name == "mistral" else qwen_world
@@ -151,3 +155,29 @@ def test_stage_trains_on_real_vocabularies(name, stage, mistral_world, qwen_worl
         assert trained and trained <= checked_examples(world, name, stage)
     metrics = json.loads((tmp_path / stage / "train_results.json").read_text())
     print(f"{name} {stage}: {metrics['train_runtime'] / 3:.2f} s/step")
+
+
+@pytest.mark.slow
+def test_grpo_trains_a_qwen3_policy_against_a_reward_model_on_mistrals_vocabulary(qwen_world, mistral_world, tmp_path):
+    """Three GRPO steps: the policy on Qwen3's 151k vocabulary and vendor template, the reward a one-output classifier
+    on Mistral's 32k SentencePiece vocabulary and the zephyr template. Each side tokenizes with its own tokenizer."""
+    reward_model = tmp_path / "rm"
+    config = AutoConfig.from_pretrained(mistral_world / "base", num_labels=1)
+    MistralForSequenceClassification(config).save_pretrained(reward_model)
+    reward_tokenizer = world_tokenizer(mistral_world, "mistral")
+    reward_tokenizer.save_pretrained(reward_model)
+    rewards = [{"kind": "reward_model", "path": str(reward_model)}]
+    result, _ = run_stage(
+        "grpo",
+        qwen_world,
+        tmp_path / "grpo",
+        *("--attn_implementation", "sdpa", "--bf16", "false", "--dtype", "float32", "--report_to", "none"),
+        *("--max_steps", "3", "--per_device_train_batch_size", "8", "--num_generations", "4", "--logging_steps", "1"),
+        *("--max_completion_length", "8", "--save_strategy", "no", "--rewards", json.dumps(rewards)),
+        *STAGE_OVERRIDES["qwen3"],
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    history = json.loads((tmp_path / "grpo" / "trainer_state.json").read_text())["log_history"]
+    rewards_logged = [entry["rewards/reward_model_rm/mean"] for entry in history if "loss" in entry]
+    assert len(rewards_logged) == 3 and all(math.isfinite(value) for value in rewards_logged)
+    assert len(logged_losses(tmp_path / "grpo")) == 3

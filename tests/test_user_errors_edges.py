@@ -12,11 +12,12 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
+from alignment.recipes.parser import RecipeError
 from alignment.runtime.lifecycle import resolved_config
 from alignment.runtime.reliability import FINISHED_NAME, RESOLVED_CONFIG_NAME
 from alignment.stages import STAGES
 
-from .test_user_errors import assert_one_message, run_clean, sft
+from .test_user_errors import TINY_SFT, assert_one_message, run_clean, sft
 
 # Rules a careless user might write: one returns its verdict as text, one takes the reply alone.
 CARELESS_RULES = """
@@ -86,6 +87,14 @@ PARSE_TIME = [
 
 @pytest.mark.parametrize("overrides, message", PARSE_TIME, ids=[o[0].strip("-") for o, _ in PARSE_TIME])
 def test_a_value_the_trainer_would_misread_is_refused_naming_its_key(overrides, message):
+    """In process: the script parses with the same parser (the next test runs one case through it)."""
+    with pytest.raises(RecipeError) as raised:
+        STAGES["sft"].parse([TINY_SFT, *overrides])
+    assert message in str(raised.value)
+
+
+def test_a_value_the_trainer_would_misread_is_one_message_from_the_script():
+    overrides, message = PARSE_TIME[0]
     assert_one_message(sft(*overrides), f"error: RecipeError: {message}")
 
 

@@ -76,6 +76,7 @@ STAGES: dict[str, StageEntry] = {
         StageEntry("dpo", config="alignment.dpo.config:DPOConfig", unit="alignment.dpo.stage:DPOStage"),
         StageEntry("rm", config="alignment.reward.config:RewardConfig", unit="alignment.reward.stage:RewardStage"),
         StageEntry("value", config="alignment.value.config:ValueConfig", unit="alignment.value.stage:ValueStage"),
+        StageEntry("grpo", config="alignment.grpo.config:GRPOConfig", unit="alignment.grpo.stage:GRPOStage"),
     )
 }
 

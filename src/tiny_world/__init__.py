@@ -24,6 +24,7 @@ Held-out chats use operand pairs never seen in training, so held-out accuracy me
 
 from tiny_world.arithmetic import (
     STYLE_FLAW,
+    answer_is_clean,
     answer_is_correct,
     arithmetic_chat,
     arithmetic_rows,
@@ -61,6 +62,7 @@ __all__ = [
     "STYLE_FLAW",
     "TEACHER_FLAW_SHARE",
     "addition_trace",
+    "answer_is_clean",
     "answer_is_correct",
     "sum_is_correct",
     "arithmetic_accuracy",

@@ -105,6 +105,13 @@ def answer_is_correct(prompt_messages: list[dict[str, str]], answer: str) -> boo
     return answer.strip() == f"{a}+{b}={a + b}"
 
 
+def answer_is_clean(prompt_messages: list[dict[str, str]], answer: str) -> bool:
+    """The style alone: the answer is `a+b=<a number>` for the asked operands and nothing else (no style flaw, the
+    format intact), whatever the sum."""
+    a, b = asked_operands(prompt_messages)
+    return re.fullmatch(rf"{a}\+{b}=\d+", answer.strip()) is not None
+
+
 def sum_is_correct(prompt_messages: list[dict[str, str]], answer: str) -> bool:
     """The arithmetic alone: the answer starts with `a+b=<the true sum>`, whatever follows (the style flaw or any
     other tail). Where `answer_is_correct` fails and this holds, the reply broke style, not the sum."""

@@ -32,8 +32,11 @@ import alignment.runtime.reliability
 
 
 def _fingerprints(inputs: dict) -> list[str]:
-    """One hash per example over every `*input_ids` field, keeping only the positions its attention mask marks."""
-    keys = sorted(k for k, v in inputs.items() if k.endswith("input_ids") and isinstance(v, torch.Tensor))
+    """One hash per example over every `*input_ids` field, keeping only the positions its mask marks; for GRPO, whose
+    trainer samples the completions inside the step, one hash per prompt."""
+    if isinstance(inputs, list):  # GRPO's rows before generation: the prompts, one per completion to sample
+        return [hashlib.sha1(json.dumps(row["prompt"]).encode()).hexdigest()[:16] for row in inputs]
+    keys = sorted(k for k, v in inputs.items() if isinstance(v, torch.Tensor) and k.endswith("input_ids"))
     digests = [hashlib.sha1() for _ in range(len(inputs[keys[0]]))]
     for key in keys:
         mask = inputs.get(key.replace("input_ids", "attention_mask"))

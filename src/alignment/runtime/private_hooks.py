@@ -171,7 +171,13 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
             used_by=("alignment.runtime.reliability.CrashSafeTrainerMixin",),
             why=_SAVE_CHECKPOINT_WHY,
         )
-        for owner in ("trl.SFTTrainer", "trl.DPOTrainer", "trl.RewardTrainer", "transformers.Trainer")
+        for owner in (
+            "trl.SFTTrainer",
+            "trl.DPOTrainer",
+            "trl.RewardTrainer",
+            "trl.GRPOTrainer",
+            "transformers.Trainer",
+        )
     ),
     PrivateHook(
         owner="transformers.Trainer",

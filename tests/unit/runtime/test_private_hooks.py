@@ -9,16 +9,13 @@ import re
 import pytest
 import transformers
 
-from alignment.dpo.trainer import PreferenceTrainer
-from alignment.reward.trainer import PairwiseRewardTrainer
 from alignment.runtime.private_hooks import PRIVATE_HOOKS, defines, hook_problems, parameter_names, resolve
 from alignment.runtime.reliability import CrashSafeTrainerMixin
 from alignment.runtime.samplers import PairGroupedSamplerMixin
-from alignment.sft.trainer import SFTTrainer
-from alignment.value.trainer import ValueTrainer
+from alignment.stages import STAGES
 from benchmarks.measure import MeteredTrainerMixin, metered
 
-TRAINERS = (SFTTrainer, PreferenceTrainer, PairwiseRewardTrainer, ValueTrainer)
+TRAINERS = tuple(entry.stage.trainer_class for entry in STAGES.values())  # every stage's trainer
 MIXINS = (CrashSafeTrainerMixin, PairGroupedSamplerMixin, MeteredTrainerMixin)
 # A mixin has no library base of its own: it is checked in every class it is mixed into, here each trainer, and
 # each trainer with the benchmarks' meter in front.
@@ -134,7 +131,7 @@ def test_a_renamed_or_resigned_hook_is_reported(entry, change):
 
 
 def test_an_unlisted_override_is_found():
-    class Unlisted(ValueTrainer):
+    class Unlisted(STAGES["value"].stage.trainer_class):
         def _prepare_inputs(self, inputs):
             return inputs
 
