@@ -22,9 +22,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alignment.data.pairs import preference_row_problem
 from alignment.data.readers import read_rows
 from alignment.data.rows import DataError
-from alignment.recipes.parser import RecipeError
 from alignment.reward.scoring import load_reward_model, score_with
-from alignment.runtime.loading import MODEL_FILES, model_kind_problem, source_problem
+from alignment.runtime.loading import model_problem
 from alignment.runtime.rules import RULE_FORM, Rule, check_rule, load_rule
 from alignment.value.loss import value_metrics
 from alignment.value.modeling import has_value_head, load_value_model
@@ -190,7 +189,7 @@ class EvalArguments:
             source = getattr(self, key)
             if source is None:
                 continue
-            problem = source_problem(source, key, MODEL_FILES, "model") or model_kind_problem(source, key, kind)
+            problem = model_problem(source, key, kind)
             if problem is not None:
                 raise ValueError(problem)
         if self.value_model is not None and Path(self.value_model).is_dir() and not has_value_head(self.value_model):
@@ -210,10 +209,7 @@ def check_eval_inputs(args: EvalArguments) -> tuple[list[list[dict[str, str]]], 
     if not prompts:
         raise DataError(f"`prompts: {args.prompts}` has no rows.")
     for key, path in [("rule", args.rule)] * (args.rule is not None) + [("extra_rules", p) for p in args.extra_rules]:
-        try:
-            check_rule(load_rule(path, key), path, key, prompts[0])
-        except ValueError as err:
-            raise RecipeError(str(err)) from err
+        check_rule(load_rule(path, key), path, key, prompts[0])
     pairs = read_rows(args.pairs) if args.pairs else None
     for index, row in enumerate(pairs or []):
         problem = preference_row_problem(row)

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from alignment.grpo.rewards import RewardSpec, aggregate_step_values
 from alignment.recipes.parser import RecipeError
 from alignment.reward.scoring import load_reward_model, score_with
-from alignment.runtime.loading import MODEL_FILES, model_kind_problem, source_problem
+from alignment.runtime.loading import model_problem
 from alignment.runtime.rules import load_rule
 from alignment.value.modeling import has_value_head, load_value_model
 from alignment.value.scoring import score_traces
@@ -49,8 +49,7 @@ def rule_reward(spec: RewardSpec, tokenizer: PreTrainedTokenizerBase) -> RewardF
 
 
 def _checked_model(spec: RewardSpec, kind: str) -> None:
-    problem = source_problem(spec.path, f"rewards.{spec.kind}", MODEL_FILES, "model")
-    problem = problem or model_kind_problem(spec.path, f"rewards.{spec.kind}", kind)
+    problem = model_problem(spec.path, f"rewards.{spec.kind}", kind)
     if problem is not None:
         raise RecipeError(problem)
 

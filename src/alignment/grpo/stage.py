@@ -10,7 +10,6 @@ from alignment.grpo.prompts import PromptReport, to_prompts
 from alignment.grpo.rewards import build_rewards, reward_specs
 from alignment.grpo.trainer import GRPOTrainer
 from alignment.recipes.arguments import Recipe
-from alignment.recipes.parser import RecipeError
 from alignment.runtime.rules import check_rule, load_rule
 from alignment.runtime.stage import Stage
 from alignment.sft.rows import sft_row_problem
@@ -37,10 +36,7 @@ class GRPOStage(Stage):
         first_prompt = data.splits["train"][0]["prompt"]
         for spec in reward_specs(recipe.training.rewards):
             if spec.kind == "rule":
-                try:
-                    check_rule(load_rule(spec.path), spec.path, "rewards.rule", first_prompt)
-                except ValueError as err:
-                    raise RecipeError(str(err)) from err
+                check_rule(load_rule(spec.path), spec.path, "rewards.rule", first_prompt)
         return super().build_trainer(recipe, tokenizer, data, model, **kwargs)
 
     def trainer_kwargs(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> dict:

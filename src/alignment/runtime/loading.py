@@ -95,6 +95,11 @@ def model_kind_problem(source: str, key: str, kind: str) -> str | None:
     return None
 
 
+def model_problem(source: str, key: str, kind: str) -> str | None:
+    """Why `source` cannot be loaded as a `kind` of `MODEL_KINDS`: `source_problem`, else `model_kind_problem`."""
+    return source_problem(source, key, MODEL_FILES, "model") or model_kind_problem(source, key, kind)
+
+
 def check_model_sources(model_args: ModelArguments) -> None:
     """Refuse, with one message naming the key, a model or tokenizer that cannot be loaded as given, and a recipe
     this machine cannot run (quantization or flash-attention without their GPU and package); nothing is loaded."""

@@ -11,6 +11,8 @@ import inspect
 import numbers
 from collections.abc import Callable
 
+from alignment.recipes.parser import RecipeError
+
 # A rule judges one reply to a prompt: True when it is right.
 Rule = Callable[[list[dict[str, str]], str], bool]
 RULE_FORM = "`package.module:function`, a callable `(prompt_messages, answer) -> bool`"
@@ -42,22 +44,22 @@ def load_rule(path: str, key: str = "rule") -> Rule:
 
 def check_rule(rule: Rule, path: str, key: str, prompt: list[dict[str, str]]) -> None:
     """Call `rule` once, on `prompt` and a dummy reply, before any model generates: a rule of the wrong signature,
-    one that raises, or one that returns something other than a bool or a number is a `ValueError` naming `key`,
+    one that raises, or one that returns something other than a bool or a number is a `RecipeError` naming `key`,
     instead of an error after minutes of generation."""
     try:
         inspect.signature(rule).bind(prompt, "")
     except TypeError as err:
-        raise ValueError(f"`{key}: {path}` cannot be called as {RULE_FORM}: {err}.") from err
+        raise RecipeError(f"`{key}: {path}` cannot be called as {RULE_FORM}: {err}.") from err
     except ValueError:  # a builtin without a signature: the call below checks it
         pass
     try:
         verdict = rule(prompt, "a dummy reply")
     except Exception as err:
-        raise ValueError(
+        raise RecipeError(
             f"`{key}: {path}` raised {type(err).__name__} on the first prompt and a dummy reply ({err}); a rule "
             "returns False for a reply it does not accept."
         ) from err
     if not (isinstance(verdict, numbers.Real) or getattr(verdict, "shape", None) == ()):  # a numpy or torch scalar
-        raise ValueError(
+        raise RecipeError(
             f"`{key}: {path}` returned {type(verdict).__name__} ({verdict!r:.80}); a rule returns a bool or a number."
         )

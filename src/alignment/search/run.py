@@ -42,7 +42,7 @@ from alignment.evaluation import prompts_from_rows
 from alignment.recipes.arguments import ModelArguments
 from alignment.recipes.parser import RecipeError, RecipeParser
 from alignment.runtime.lifecycle import resolved_config
-from alignment.runtime.loading import MODEL_FILES, load_model, model_kind_problem, source_problem
+from alignment.runtime.loading import load_model, model_problem
 from alignment.runtime.reliability import (
     FINISHED_NAME,
     RESOLVED_CONFIG_NAME,
@@ -259,7 +259,7 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
     for key in ("policy", "value_model"):
         path = getattr(args, key)
         if path is not None:
-            problem = source_problem(path, key, MODEL_FILES, "model") or model_kind_problem(path, key, "causal LM")
+            problem = model_problem(path, key, "causal LM")
             if problem is not None:
                 raise RecipeError(problem)
     if not Path(args.prompts).is_file():
@@ -268,10 +268,7 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
     if not prompts:
         raise DataError(f"`prompts: {args.prompts}` has no rows.")
     verifier = load_rule(args.verifier)
-    try:  # each rule called once, before any model generates
-        check_rule(verifier, args.verifier, "verifier", prompts[0])
-    except ValueError as err:
-        raise RecipeError(str(err)) from err
+    check_rule(verifier, args.verifier, "verifier", prompts[0])  # called once, before any model generates
     resolved = resolved_config(args, config)
     logger.info("Resolved config:\n%s", yaml.safe_dump(resolved, sort_keys=True))
     prepare_output_dir(args, resolved)
