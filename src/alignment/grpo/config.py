@@ -45,6 +45,11 @@ class GRPOConfig(StageTrainingArguments, trl.GRPOConfig):
                 f"({weights}): give the weights in `rewards` only."
             )
         self.reward_weights = weights
+        if self.num_generations < 2:  # TRL divides by it before its own check says so
+            raise ValueError(
+                f"`num_generations: {self.num_generations}` must be at least 2: each completion's advantage is its "
+                "reward against the mean of its group."
+            )
         if self.use_vllm and not torch.cuda.is_available():
             raise ValueError(
                 "`use_vllm: true` generates with vLLM on a CUDA GPU; this machine has none. Set `use_vllm: false` "

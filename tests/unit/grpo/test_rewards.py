@@ -47,6 +47,8 @@ def test_the_weights_are_trls_reward_weights_and_one_knob():
     assert config.reward_weights == [0.5]
     with pytest.raises(ValueError, match="give the weights in `rewards` only"):
         GRPOConfig(output_dir="out", rewards=rewards, reward_weights=[1.0], per_device_train_batch_size=8)
+    with pytest.raises(ValueError, match="`num_generations: 0` must be at least 2"):
+        GRPOConfig(output_dir="out", rewards=rewards, num_generations=0, per_device_train_batch_size=8)
     with pytest.raises(ValueError, match="`use_vllm: true` generates with vLLM on a CUDA GPU"):
         GRPOConfig(output_dir="out", rewards=rewards, use_vllm=True, per_device_train_batch_size=8)
 
