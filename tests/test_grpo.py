@@ -64,6 +64,7 @@ def test_grpo_with_a_rule_removes_the_teachers_flaw(sft_model, teacher_world, dp
 
     history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
     assert {"rewards/rule_answer_is_clean/mean", "rewards/rule_answer_is_clean/std"} <= history[0].keys()
+    assert 0 < history[0]["generation/share_of_time"] < 1 and history[0]["generation/completion_tokens_per_s"] > 0
     assert len(logged_losses(tmp_path / "out")) == GRPO_STEPS // 5  # logging_steps: 5
     recorded = [json.loads(line) for line in replies.read_text().splitlines()]
     assert len(recorded) >= GRPO_STEPS * 32  # 32 completions a step, the check call and any evaluation aside

@@ -2,14 +2,15 @@
 
 `load_mixture` calls `convert_source` on each source right after reading it (and selecting its `columns`), before
 the column checks and the stage's row check. The stage's required columns name its canonical row (`target_for`):
-`messages` for SFT, `chosen`/`rejected` for preferences; a stage with rows of its own (value traces) reads its
-sources as they are, and refuses a `format` key.
+`messages` for SFT, `chosen`/`rejected` for preferences, `prompt` for GRPO's prompts; a stage with rows of its own
+(value traces) reads its sources as they are, and refuses a `format` key.
 
 Choosing the format of a source: a `dataset_mixer` list entry's `format:` names it; absent, it is detected from the
 source's columns. Each format is identified by the default columns of the roles it needs (`DataFormat.needs`); a
 format whose identifying columns include another's wins (sharegpt's `conversations, chosen, rejected` over
-preference's `chosen, rejected`), and the one left is logged once per source; none, or more than one, is a
-`DataError` naming the source, its columns and the valid formats. `columns_map:` maps a role to the source's column
+preference's `chosen, rejected`), a fallback format (prompt-only rows) is chosen only when no other matches, and
+the one left is logged once per source; none, or more than one, is a `DataError` naming the source, its columns
+and the valid formats. `columns_map:` maps a role to the source's column
 and `tags:` renames ShareGPT's keys and role values (both need `format:`; `alignment.data.formats` lists the roles).
 
 Converting: the stage's own format is kept as read (`columns_map` only renames); any other is a batched `datasets`
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, Features, Json, List, Value
 
-from alignment.data.formats import CHAT_FORMATS, PREFERENCE_FORMATS, SHAREGPT_TAGS, DataFormat
+from alignment.data.formats import CHAT_FORMATS, PREFERENCE_FORMATS, PROMPT_FORMATS, SHAREGPT_TAGS, DataFormat
 from alignment.data.rows import DataError, RowProblem
 
 logger = logging.getLogger(__name__)
@@ -86,24 +87,47 @@ class SourceFormat:
                 )
             return dataset.rename_columns(renames)
         columns = [*self.target.columns, *(column for column in self.target.optional if column in self.columns)]
-        features = Features({**{column: CHAT for column in columns}, PROBLEM_COLUMN: _PROBLEM})
+        kept = self._kept_columns(dataset, columns, where)
+        features = Features(
+            {
+                **{column: CHAT for column in columns},
+                **{column: dataset.features[column] for column in kept},
+                PROBLEM_COLUMN: _PROBLEM,
+            }
+        )
         return dataset.map(
             self._convert_batch,
             batched=True,
             batch_size=_BATCH,
             remove_columns=dataset.column_names,
             features=features,
-            fn_kwargs={"columns": columns},
+            fn_kwargs={"columns": columns, "kept": kept},
             desc=f"Converting {where} from {self.format.name}",
         )
 
-    def _convert_batch(self, batch: dict[str, list], columns: list[str]) -> dict[str, list]:
-        out: dict[str, list] = {column: [] for column in (*columns, PROBLEM_COLUMN)}
+    def _kept_columns(self, dataset: Dataset, columns: list[str], where: str) -> list[str]:
+        """The source's columns that no role reads, for a format that keeps them (`DataFormat.keeps_other_columns`)."""
+        if not self.format.keeps_other_columns:
+            return []
+        kept = [column for column in dataset.column_names if column not in self.columns.values()]
+        taken = [column for column in kept if column in columns]
+        if taken:
+            raise DataError(
+                f"{where}: column {', '.join(map(repr, taken))} would be replaced by the converted row's (select the "
+                "columns to read with `columns`)."
+            )
+        return kept
+
+    def _convert_batch(self, batch: dict[str, list], columns: list[str], kept: list[str]) -> dict[str, list]:
+        out: dict[str, list] = {column: [] for column in (*columns, *kept, PROBLEM_COLUMN)}
         for values in zip(*batch.values(), strict=True):
-            row = self.format.convert(dict(zip(batch, values, strict=True)), self.columns, self.tags)
+            source_row = dict(zip(batch, values, strict=True))
+            row = self.format.convert(source_row, self.columns, self.tags)
             problem = row if isinstance(row, RowProblem) else None
             for column in columns:
                 out[column].append(None if problem is not None else row.get(column))
+            for column in kept:
+                out[column].append(source_row[column])
             out[PROBLEM_COLUMN].append(None if problem is None else {"kind": problem.kind, "message": str(problem)})
         return out
 
@@ -117,6 +141,7 @@ def pop_problem(row: dict) -> RowProblem | None:
 TARGETS = (
     Target("SFT", ("messages",), ("messages",), CHAT_FORMATS, optional=("tools",)),
     Target("preference (DPO, reward)", ("chosen", "rejected"), ("prompt", "chosen", "rejected"), PREFERENCE_FORMATS),
+    Target("prompt (GRPO)", ("prompt",), ("prompt",), PROMPT_FORMATS),
 )
 
 
@@ -137,6 +162,8 @@ def resolve_format(
     if name is None:
         found = [f for f in target.formats if all(column in columns for column in f.identified_by)]
         found = [f for f in found if not any(set(f.identified_by) < set(g.identified_by) for g in found)]
+        if len(found) > 1:
+            found = [f for f in found if not f.fallback]
         if len(found) != 1:
             what = (
                 f"its columns match more than one {target.stage} format: {', '.join(f.name for f in found)}"
@@ -186,7 +213,7 @@ def convert_source(
     if target is None:
         if name is not None:
             raise DataError(
-                f"{where}: `format` converts SFT and preference data; this stage reads its rows as they are."
+                f"{where}: `format` converts chat, preference and prompt data; this stage reads its rows as they are."
             )
         return splits
     if not splits:

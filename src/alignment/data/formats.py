@@ -32,6 +32,14 @@ the examples are one JSON line each:
   is trained here.
 * `preference` (DPO and reward models; canonical, kept as read): roles `prompt`, `chosen`, `rejected`: TRL's forms
   and UltraFeedback's whole chats (`alignment.data.pairs`).
+* `prompt` (GRPO; prompt-only rows, TRL's form): role `prompt`, a string (one user turn) or the prompt turns.
+  `{"prompt": "Add 2 and 3.", "answer": "5"}`. Its other columns are kept, so that a rule can read a row's reference
+  answer (`alignment.runtime.rules`). Detected only when no other format matches (a preference row has a `prompt`
+  column too).
+
+GRPO reads the prompt turns of any of these (`PROMPT_FORMATS`): a chat's turns before its last assistant reply, a
+pair's prompt, a prompt-only row's prompt; the formats of pairs are named `sharegpt_preference` and
+`alpaca_preference` there.
 
 A role's default column is read whenever the source has it (a `system` or `tools` column is never silently
 ignored). Bad rows are never repaired: a converter returns a `RowProblem` for a row it cannot read (an empty turn, a
@@ -45,6 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from alignment.data.pairs import to_pair
 from alignment.data.rows import RowProblem, clip, conversation_problem, describe
 
 # LLaMA-Factory's defaults for ShareGPT's keys (`role_tag`, `content_tag`) and role values.
@@ -72,6 +81,8 @@ class DataFormat:
     needs: tuple[str, ...]  # roles every row has; their default columns identify the format
     # (row, role -> column, tags) -> the canonical row or why the row is invalid; None: the stage's own row
     convert: Converter | None = None
+    keeps_other_columns: bool = False  # the converted row keeps the source's columns that no role reads
+    fallback: bool = False  # detected only when no other format matches the source's columns
 
     @property
     def identified_by(self) -> tuple[str, ...]:
@@ -364,12 +375,84 @@ PREFERENCE_FORMATS = (
         _alpaca_pair,
     ),
 )
+
+
+# Prompts (GRPO)
+
+
+def prompt_turns(messages: list[dict]) -> list[dict]:
+    """What a policy answers: a chat's turns before its last assistant reply, or the whole chat when it ends with
+    a user or tool turn (a prompt-only chat)."""
+    ends_with_reply = messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
+    return messages[:-1] if ends_with_reply else messages
+
+
+def _as_prompt(prompt: Any, column: str) -> dict | RowProblem:
+    """A prompt string as one user turn; a list of messages as it is (the stage checks it)."""
+    if isinstance(prompt, str):
+        return {"prompt": [{"role": "user", "content": prompt}]}
+    if isinstance(prompt, list):
+        return {"prompt": prompt}
+    return RowProblem("malformed prompt", f"{column} is {describe(prompt)}, expected a string or a list of messages")
+
+
+def _prompt_only(row: dict, columns: dict[str, str], tags: dict[str, str]) -> dict | RowProblem:
+    """`{"prompt": "Add 2 and 3.", "answer": "5"}` -> `{"prompt": [{"role": "user", "content": "Add 2 and 3."}],
+    "answer": "5"}` (the other columns are kept by `keeps_other_columns`)."""
+    return _as_prompt(row[columns["prompt"]], columns["prompt"])
+
+
+def _prompt_of_chat(convert: Converter | None) -> Converter:
+    """A chat format's converter, then the chat's prompt turns."""
+
+    def prompt_of(row: dict, columns: dict[str, str], tags: dict[str, str]) -> dict | RowProblem:
+        chat = convert(row, columns, tags) if convert else {"messages": row[columns["messages"]]}
+        if isinstance(chat, RowProblem):
+            return chat
+        if not isinstance(chat["messages"], list):
+            return RowProblem("messages not a list", f"{columns['messages']} is {describe(chat['messages'])}")
+        return {"prompt": prompt_turns(chat["messages"])}
+
+    return prompt_of
+
+
+def _prompt_of_pair(convert: Converter | None) -> Converter:
+    """A preference format's converter, then the pair's prompt turns."""
+
+    def prompt_of(row: dict, columns: dict[str, str], tags: dict[str, str]) -> dict | RowProblem:
+        if convert is not None:
+            pair = convert(row, columns, tags)
+            return pair if isinstance(pair, RowProblem) else {"prompt": pair["prompt"]}
+        pair = to_pair({role: row[column] for role, column in columns.items()})
+        return pair if isinstance(pair, RowProblem) else {"prompt": pair.prompt}
+
+    return prompt_of
+
+
+PROMPT_FORMATS = (
+    DataFormat("prompt", {"prompt": "prompt"}, ("prompt",), _prompt_only, keeps_other_columns=True, fallback=True),
+    # TRL's prompt-completion rows give their prompt as it is (it may hold earlier assistant turns)
+    *(
+        DataFormat(
+            f.name, f.columns, f.needs, _prompt_only if f.name == "prompt_completion" else _prompt_of_chat(f.convert)
+        )
+        for f in CHAT_FORMATS
+    ),
+    *(
+        DataFormat(
+            f.name if f.convert is None else f"{f.name}_preference", f.columns, f.needs, _prompt_of_pair(f.convert)
+        )
+        for f in PREFERENCE_FORMATS
+    ),
+)
 __all__ = [
     "CHAT_FORMATS",
     "PREFERENCE_FORMATS",
+    "PROMPT_FORMATS",
     "SHAREGPT_COLUMNS",
     "SHAREGPT_TAGS",
     "DataFormat",
     "chat_tools",
+    "prompt_turns",
     "sharegpt_to_messages",
 ]

@@ -15,7 +15,7 @@ from alignment.grpo.rewards import RewardSpec, aggregate_step_values
 from alignment.recipes.parser import RecipeError
 from alignment.reward.scoring import load_reward_model, score_with
 from alignment.runtime.loading import model_problem
-from alignment.runtime.rules import load_rule
+from alignment.runtime.rules import load_rule, row_columns_read
 from alignment.value.modeling import has_value_head, load_value_model
 from alignment.value.scoring import score_traces
 
@@ -38,11 +38,16 @@ def named(function: RewardFunction, spec: RewardSpec) -> RewardFunction:
 
 
 def rule_reward(spec: RewardSpec, tokenizer: PreTrainedTokenizerBase) -> RewardFunction:
+    """The rule's verdict as the reward, given the columns of the prompt's row that it names (TRL passes every
+    column of the prompt rows as a list, one entry per completion)."""
     rule = load_rule(spec.path, key="rewards.rule")
+    names = row_columns_read(rule)
 
     def reward(prompts, completions, **kwargs) -> list[float]:
+        columns = {name: kwargs[name] for name in names if name in kwargs}
         return [
-            float(rule(prompt, reply(completion))) for prompt, completion in zip(prompts, completions, strict=True)
+            float(rule(prompt, reply(completion), **{name: values[index] for name, values in columns.items()}))
+            for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True))
         ]
 
     return named(reward, spec)

@@ -161,6 +161,17 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         used_by=("alignment.runtime.samplers.PairGroupedSamplerMixin",),
         why="`group_by_length` groups evaluation pairs by width, as in training.",
     ),
+    PrivateHook(
+        owner="trl.GRPOTrainer",
+        name="_generate",
+        parameters=("prompts",),
+        use="overrides",
+        used_by=("alignment.grpo.trainer.GRPOTrainer",),
+        why=(
+            "Times generation and counts the completion tokens it returns (its second output) for the log's "
+            "`generation/share_of_time` and `generation/completion_tokens_per_s`; renamed, both vanish from the log."
+        ),
+    ),
     # Each of these trainers defines its own `_save_checkpoint`; ValueTrainer subclasses `Trainer` directly.
     *(
         PrivateHook(

@@ -1,7 +1,10 @@
 """Rules: a user's own judge of a reply, named in a recipe or on the command line as `package.module:function`.
 
-`run_eval.py --rule`, `run_search.py`'s `rule` and `value_rule` import them through `load_rule`, so every tool reads
-the same form and refuses a bad path with the same message.
+`run_eval.py --rule`, `run_search.py`'s `rule` and `value_rule` and GRPO's `rewards` import them through `load_rule`,
+so every tool reads the same form and refuses a bad path with the same message. Under GRPO a rule may also read
+columns of its prompt's row by naming them as parameters after the first two (a reference answer):
+
+    def answer_matches(prompt_messages, reply, answer): ...   # the row {"prompt": "...", "answer": "42"}
 """
 
 from __future__ import annotations
@@ -42,18 +45,30 @@ def load_rule(path: str, key: str = "rule") -> Rule:
     return rule
 
 
-def check_rule(rule: Rule, path: str, key: str, prompt: list[dict[str, str]]) -> None:
-    """Call `rule` once, on `prompt` and a dummy reply, before any model generates: a rule of the wrong signature,
-    one that raises, or one that returns something other than a bool or a number is a `RecipeError` naming `key`,
-    instead of an error after minutes of generation."""
+def row_columns_read(rule: Rule) -> list[str]:
+    """The names of the parameters after `(prompt_messages, reply)`: the columns of a prompt's row the rule reads."""
     try:
-        inspect.signature(rule).bind(prompt, "")
+        parameters = list(inspect.signature(rule).parameters.values())
+    except ValueError:  # a builtin without a signature
+        return []
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [parameter.name for parameter in parameters[2:] if parameter.kind in named]
+
+
+def check_rule(rule: Rule, path: str, key: str, prompt: list[dict[str, str]], row: dict | None = None) -> None:
+    """Call `rule` once, on `prompt` (with the columns it reads of its `row`) and a dummy reply, before any model
+    generates: a rule of the wrong signature, one that raises, or one that returns something other than a bool or a
+    number is a `RecipeError` naming `key`, instead of an error after minutes of generation."""
+    columns = {name: value for name, value in (row or {}).items() if name in row_columns_read(rule)}
+    try:
+        inspect.signature(rule).bind(prompt, "", **columns)
     except TypeError as err:
-        raise RecipeError(f"`{key}: {path}` cannot be called as {RULE_FORM}: {err}.") from err
+        has = f" (the prompt rows have: {', '.join(row)})" if row else ""
+        raise RecipeError(f"`{key}: {path}` cannot be called as {RULE_FORM}{has}: {err}.") from err
     except ValueError:  # a builtin without a signature: the call below checks it
         pass
     try:
-        verdict = rule(prompt, "a dummy reply")
+        verdict = rule(prompt, "a dummy reply", **columns)
     except Exception as err:
         raise RecipeError(
             f"`{key}: {path}` raised {type(err).__name__} on the first prompt and a dummy reply ({err}); a rule "

@@ -309,13 +309,13 @@ def test_user_caused_mixture_errors_are_data_errors(tmp_path, mixer):
 
 
 def test_missing_required_column_names_source_and_what_it_has(tmp_path):
-    # A stage with rows of its own (value traces need `prompt`); an SFT or preference source that matches none of
-    # the stage's formats is refused naming those (tests/unit/data/test_formats.py).
+    # A stage with rows of its own that needs a `response` column; an SFT, preference or prompt source that matches
+    # none of the stage's formats is refused naming those (tests/unit/data/test_formats.py).
     path = write_jsonl(tmp_path / "chats.jsonl", [{"question": "p", "completion": "c"}])
     with pytest.raises(
-        DataError, match=r"chats\.jsonl.*missing required column 'prompt' \(it has: question, completion"
+        DataError, match=r"chats\.jsonl.*missing required column 'response' \(it has: question, completion"
     ):
-        load_mixture(args({path: 1.0}), required_columns=["prompt"])
+        load_mixture(args({path: 1.0}), required_columns=["response"])
 
 
 # Row validation
