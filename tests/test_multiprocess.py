@@ -39,10 +39,11 @@ CASES = {
     "rm": ("rm", [], 1e-5),
     "value": ("value", [], 1e-5),
 }
-# Stages not yet held to this test, and why (tests/unit/test_layout.py checks CASES and these cover the registry).
-PENDING = {
-    "grpo": "each process samples its own completions, so 2 x 4 cannot equal 1 x 8 to 1e-5; its layouts need a "
-    "test of their own (issue #36)",
+# Stages held to a test of their own here, and why (tests/unit/test_layout.py checks CASES and these cover the
+# registry).
+OWN_TEST = {
+    "grpo": "each process samples its own completions, so 2 x 4 cannot equal 1 x 8 to 1e-5: "
+    "test_grpo_ranks_split_what_one_process_generates_for",
 }
 SHORT_RUN = ["--max_steps", "6", "--logging_steps", "1", "--eval_strategy", "no", "--eval_on_start", "false"]
 
@@ -138,3 +139,45 @@ def test_a_launch_whose_trainer_sees_one_process_stops(tiny_world, tmp_path):
     # No traceback of ours: the only one is the launcher's own report that a child exited with status 2.
     assert result.stderr.count("RecipeError") == 1
     assert not list(probe_dir.glob("rank*.jsonl")), "a training step ran"
+
+
+# GRPO, 3 steps of 2 prompts x 4 completions (global batch 8), short completions.
+GRPO_SHORT_RUN = ["--max_steps", "3", "--num_generations", "4", "--max_completion_length", "8", "--beta", "0.1"]
+
+
+def test_grpo_ranks_split_what_one_process_generates_for(tiny_world, tmp_path):
+    """Each step, the two ranks of DDP and of ZeRO-3 sample completions for disjoint halves of exactly the prompts
+    (each prompt once per completion) that one process samples for; the reward is logged for the whole batch; each
+    layout saves whole tensors, moved from the initial weights."""
+    # The random base model never writes a right sum: reward the length of its reply, so that rewards vary.
+    (tmp_path / "length_rule.py").write_text("def length(prompt, reply):\n    return len(reply)\n")
+    rewards = json.dumps([{"kind": "rule", "path": "length_rule:length"}])
+    steps = {}
+    for layout in LAYOUTS:
+        batch = "8" if layout == "one_process" else "4"
+        extra = [*GRPO_SHORT_RUN, "--per_device_train_batch_size", batch, "--save_strategy", "no", "--logging_steps"]
+        result, probe_dir = run_stage(
+            "grpo",
+            tiny_world,
+            tmp_path / layout,
+            *[*extra, "1", "--rewards", rewards],
+            launcher=LAYOUTS[layout],
+            extra_env={"PYTHONPATH": str(tmp_path)},
+        )
+        assert result.returncode == 0, f"{layout}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+        steps[layout] = probe_records(probe_dir)
+    initial = saved_weights(tiny_world / "base")
+    for layout in ("ddp", "zero3"):
+        assert sorted(steps["one_process"]) == sorted(steps[layout]) == [0, 1, 2]
+        for step, ranks in steps[layout].items():
+            assert sorted(ranks) == ["rank0", "rank1"] and {r["world_size"] for r in ranks.values()} == {2}
+            first, second = ranks["rank0"]["examples"], ranks["rank1"]["examples"]
+            single = steps["one_process"][step]["rank0"]["examples"]
+            assert len(first) == len(second) == 4
+            assert sorted(first + second) == sorted(single) and len(set(single)) == 2, (layout, step)
+        history = json.loads((tmp_path / layout / "trainer_state.json").read_text())["log_history"]
+        assert len([log for log in history if "reward" in log]) == 3
+        trained = saved_weights(tmp_path / layout)
+        assert initial.keys() == trained.keys() and initial
+        assert all(trained[key].shape == tensor.shape for key, tensor in initial.items())  # gathered, not a shard
+        assert any((trained[key] - tensor).abs().max() > 0 for key, tensor in initial.items()), layout

@@ -14,6 +14,7 @@ from alignment.data.rows import DataError, InvalidRowError
 from alignment.grpo.prompts import prompt_row_problem
 from alignment.grpo.reward_functions import rule_reward
 from alignment.grpo.rewards import RewardSpec
+from alignment.grpo.verifiers import final_number_matches
 from alignment.recipes.arguments import DataArguments
 from alignment.recipes.parser import RecipeError
 from alignment.runtime.rules import check_rule
@@ -150,3 +151,18 @@ def test_a_rule_reads_the_columns_it_names(monkeypatch):
     check_rule(answer_matches, "tests:answer_matches", "rewards.rule", [user("Add 2 and 3.")], {"answer": "5"})
     with pytest.raises(RecipeError, match=r"the prompt rows have: id\): missing a required argument: 'answer'"):
         check_rule(answer_matches, "tests:answer_matches", "rewards.rule", [user("Add 2 and 3.")], {"id": 1})
+
+
+@pytest.mark.parametrize(
+    "reply, answer, expected",
+    [
+        ("She pays 3 * 24 = 72 dollars. The answer is 72.", "Natalia sold 48/2 = 24 clips.\n#### 72", True),
+        ("So the total is $1,250.", "#### 1250", True),
+        ("Half of it: 0.50", "#### 0.5", True),  # numbers compare exactly, not as text
+        ("The answer is 72, not 27.", "#### 72", False),  # the last number counts
+        ("I cannot tell.", "#### 72", False),
+        ("-3", "#### -3", True),
+    ],
+)
+def test_final_number_matches_gsm8k_references(reply, answer, expected):
+    assert final_number_matches([user("question")], reply, answer) is expected
