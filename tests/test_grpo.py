@@ -10,7 +10,9 @@ which shows generation stops at the chat template's end of turn.
 import json
 
 import pytest
+import torch
 
+from alignment.stages import STAGES
 from tests.support.greedy import greedy_shares
 
 from .conftest import logged_losses, run
@@ -103,3 +105,53 @@ def test_a_prompt_source_without_prompt_turns_is_one_message(teacher_world, tmp_
     result = grpo(teacher_world / "base", rows, tmp_path / "out")
     assert_one_message(result, "error: InvalidRowError: ")
     assert "row 0" in result.stderr
+
+
+RECORDED: list[str] = []
+
+
+def recording_rule(prompt, reply) -> float:
+    """A rule that keeps every reply it is given (in this process) and rewards its length."""
+    RECORDED.append(reply)
+    return float(len(reply))
+
+
+def test_completion_masks_and_rewards_see_exactly_the_generated_ids(sft_model, teacher_world, tmp_path):
+    """One generation batch of the stage's own trainer: each completion's mask covers exactly its generated ids up to
+    and including the template's end of turn (what the policy's log-probs are taken over), and the reward is given
+    the text of exactly those ids."""
+    rule = {"kind": "rule", "path": f"{__name__}:recording_rule"}
+    recipe = STAGES["grpo"].parse(
+        [
+            TINY_GRPO,
+            *["--model_name_or_path", str(sft_model), "--output_dir", str(tmp_path / "out"), "--rewards"],
+            *[json.dumps([rule]), "--dataset_mixer", json.dumps({str(teacher_world / "sft_teacher"): 0.01})],
+        ]
+    )
+    stage = STAGES["grpo"].stage
+    tokenizer = stage.start(recipe)
+    data = stage.load_data(recipe, tokenizer)
+    trainer = stage.build_trainer(recipe, tokenizer, data, stage.load_model(recipe, tokenizer))
+    trainer.model.train()
+    RECORDED.clear()
+    rows = [data.splits["train"][index] for index in range(4) for _ in range(8)]  # 4 prompts x 8, as TRL samples
+    batch = trainer._generate_and_score_completions(rows)
+    end_of_turn = tokenizer.convert_tokens_to_ids("</s>")
+    ids, mask = batch["completion_ids"], batch["completion_mask"]
+    assert len(RECORDED) == len(rows) == len(ids)
+    ended = 0
+    for row_ids, row_mask, reply in zip(ids.tolist(), mask.tolist(), RECORDED, strict=True):
+        length = sum(row_mask)
+        assert row_mask == [1] * length + [0] * (len(row_mask) - length)  # a prefix: the ids generated
+        generated = row_ids[:length]
+        if end_of_turn in generated:  # stopped at its end of turn, which is trained; nothing after it
+            assert generated.index(end_of_turn) == length - 1
+            ended += 1
+        else:  # cut at max_completion_length
+            assert length == recipe.training.max_completion_length
+        assert reply == tokenizer.decode(generated, skip_special_tokens=True)
+    assert ended >= len(rows) // 2  # the dSFT policy ends most replies itself
+    # Each completion's advantage: its reward (here its reply's length) against its group's, by hand.
+    rewards = torch.tensor([float(len(reply)) for reply in RECORDED]).view(4, 8)
+    expected = (rewards - rewards.mean(dim=1, keepdim=True)) / (rewards.std(dim=1, keepdim=True) + 1e-4)
+    assert torch.allclose(batch["advantages"].view(4, 8), expected, atol=1e-5)
