@@ -84,7 +84,7 @@ class DocumentBoundaries:
 
     def __str__(self) -> str:
         bos = (
-            f"BOS {self.bos_token!r} (id {self.bos_token_id}) first, as the tokenizer adds it"
+            f"BOS {self.bos_token!r} (id {self.bos_token_id}), as the tokenizer adds it,"
             if self.bos_token_id is not None
             else "no BOS (the tokenizer adds none)"
         )
