@@ -38,6 +38,8 @@ CASES = {
     "dpo_lora": ("dpo", LORA, 1e-2),
     "rm": ("rm", [], 1e-5),
     "value": ("value", [], 1e-5),
+    # Packed documents, padding-free: the probe fingerprints each document of the one flattened row.
+    "pt": ("pt", [], 1e-5),
 }
 # Stages held to a test of their own here, and why (tests/unit/test_layout.py checks CASES and these cover the
 # registry).

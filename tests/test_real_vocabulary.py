@@ -24,6 +24,7 @@ from alignment.chat.templates import load_chat_template
 from alignment.chat.turns import encode_chat
 from alignment.data.pairs import to_pair
 from alignment.dpo.pairs import tokenize_preferences
+from alignment.pt.text import DocumentBoundaries, tokenize_documents
 from alignment.recipes.arguments import ModelArguments
 from alignment.reward.pairs import tokenize_pairs
 from alignment.runtime.loading import load_tokenizer
@@ -41,6 +42,7 @@ MISTRAL_RECIPES = {
     "dpo": "recipes/zephyr-7b-beta/dpo/config_full.yaml",
     "rm": "recipes/tiny/rm/config.yaml",
     "value": "recipes/mistral-7b/value/config_lora.yaml",
+    "pt": "recipes/tiny/pt/config.yaml",
 }
 # Stages the two parametrized tests below leave out, and why (tests/unit/test_layout.py checks that the recipes and
 # these cover the registry).
@@ -112,6 +114,16 @@ def checked_examples(world: Path, name: str, stage: str) -> frozenset[str]:
             # Both trainers batch a pair as two rows, prompt + chosen and prompt + rejected.
             fingerprints.update(fingerprint(input_ids=sequence) for sequence in sequences)
         return frozenset(fingerprints)
+    if stage == "pt":
+        # The oracle is the tokenizer's own call: its BOS where it adds one (Mistral), none where it adds none (Qwen3),
+        # then EOS, which pt appends to every document.
+        data, _ = tokenize_documents(
+            rows, tokenizer, boundaries=DocumentBoundaries.of(tokenizer), max_length=256, cut_long=False
+        )
+        expected = [tokenizer(row["text"])["input_ids"] + [tokenizer.eos_token_id] for row in rows]
+        assert data["input_ids"] == expected
+        assert {ids[0] == tokenizer.bos_token_id for ids in expected} == {name == "mistral"}
+        return frozenset(fingerprint(input_ids=ids) for ids in expected)
     data, _ = tokenize_traces(rows, tokenizer, max_length=256)
     for row, example in zip(rows, data, strict=True):
         trace = to_trace(row)

@@ -77,6 +77,7 @@ STAGES: dict[str, StageEntry] = {
         StageEntry("rm", config="alignment.reward.config:RewardConfig", unit="alignment.reward.stage:RewardStage"),
         StageEntry("value", config="alignment.value.config:ValueConfig", unit="alignment.value.stage:ValueStage"),
         StageEntry("grpo", config="alignment.grpo.config:GRPOConfig", unit="alignment.grpo.stage:GRPOStage"),
+        StageEntry("pt", config="alignment.pt.config:PTConfig", unit="alignment.pt.stage:PTStage"),
     )
 }
 

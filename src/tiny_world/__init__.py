@@ -31,6 +31,7 @@ from tiny_world.arithmetic import (
     operand_pairs,
     preference_rows,
     sum_is_correct,
+    text_rows,
     with_style_flaw,
     wrong_answer,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "prompt_rows",
     "step_correctness",
     "step_rows",
+    "text_rows",
     "value_rows",
     "write_base",
     "with_style_flaw",

@@ -49,6 +49,11 @@ def arithmetic_rows(pairs: list[tuple[int, int]], n: int, seed: int) -> list[dic
     return [{"messages": arithmetic_chat(*rng.choice(pairs), rng)} for _ in range(n)]
 
 
+def text_rows(rows: list[dict]) -> list[dict]:
+    """The chats as raw-text documents (`{"text"}`), the pt stage's data: each chat's turns one line each, no roles."""
+    return [{"text": "\n".join(message["content"] for message in row["messages"])} for row in rows]
+
+
 # A flaw a careless teacher adds to its answers: the sum stays right, the reply breaks the "nothing else" rule.
 STYLE_FLAW = " lol!!"
 

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from alignment.chat.templates import load_chat_template
-from tiny_world.arithmetic import arithmetic_rows, operand_pairs, preference_rows, with_style_flaw
+from tiny_world.arithmetic import arithmetic_rows, operand_pairs, preference_rows, text_rows, with_style_flaw
 from tiny_world.steps import step_rows
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ def build_tiny_world(
         sft_chosen/    the DPO pairs' prompts with their chosen replies, as chats: one more SFT epoch on the
                        preferred replies instead of DPO (Zephyr's Table 3 ablation, `benchmarks/evidence.py`)
         value/         step traces with per-step Q (see `step_rows`)
+        pt/            the clean chats as raw-text documents (`text_rows`): the pt stage's data
 
     Train and test draw operands from disjoint pairs (`operand_pairs`), so held-out numbers measure generalisation.
     """
@@ -145,6 +146,7 @@ def build_tiny_world(
     }
     write_jsonl_splits(output_dir / "sft_chosen", chosen)
     write_step_data(output_dir / "value", seed=seed)
+    write_jsonl_splits(output_dir / "pt", {split: text_rows(rows) for split, rows in sft.items()})
 
     write_base(output_dir / "base", sft["train"], seed=seed)
     write_base(output_dir / "value_base", sft["train"], seed=seed, num_layers=VALUE_BODY_LAYERS)

@@ -33,9 +33,14 @@ import alignment.runtime.reliability
 
 def _fingerprints(inputs: dict) -> list[str]:
     """One hash per example over every `*input_ids` field, keeping only the positions its mask marks; for GRPO, whose
-    trainer samples the completions inside the step, one hash per prompt."""
+    trainer samples the completions inside the step, one hash per prompt; for a padding-free batch (one row, no
+    attention mask), one hash per sequence in it, which starts where its position ids restart at 0."""
     if isinstance(inputs, list):  # GRPO's rows before generation: the prompts, one per completion to sample
         return [hashlib.sha1(json.dumps(row["prompt"]).encode()).hexdigest()[:16] for row in inputs]
+    if "position_ids" in inputs and "attention_mask" not in inputs:
+        starts = (inputs["position_ids"][0] == 0).nonzero().flatten().tolist()
+        pieces = [inputs["input_ids"][0][start:end] for start, end in zip(starts, [*starts[1:], None], strict=True)]
+        return [_fingerprints({"input_ids": piece[None]})[0] for piece in pieces]
     keys = sorted(k for k, v in inputs.items() if isinstance(v, torch.Tensor) and k.endswith("input_ids"))
     digests = [hashlib.sha1() for _ in range(len(inputs[keys[0]]))]
     for key in keys:

@@ -21,17 +21,34 @@ by tool. A row that a converter cannot read keeps its reason in `PROBLEM_COLUMN`
 `InvalidRowError` naming the source and row. Mixing: a source without an optional column another has (`tools`) gets
 it as null (`add_optional_columns`), and message lists read as Arrow structs are cast to JSON where another source
 holds them as JSON (`as_json_where_any`).
+
+Raw text (`text_target`): the canonical row is one document, `text`. A `text` column is kept as read and is the only
+format detected; a chat source is read only when its entry names its chat format (`format: messages`, `sharegpt`,
+...), and each chat is then converted as for SFT, checked (`conversation_problem`) and rendered whole by the
+stage's `render_chat` (its chat template, system and tool turns included): a document of the text the model sees at
+inference. A chat the template refuses is a row problem like any other.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from datasets import Dataset, Features, Json, List, Value
 
-from alignment.data.formats import CHAT_FORMATS, PREFERENCE_FORMATS, PROMPT_FORMATS, SHAREGPT_TAGS, DataFormat
-from alignment.data.rows import DataError, RowProblem
+from alignment.chat.templates import ChatTemplateError
+from alignment.data.formats import (
+    CHAT_FORMATS,
+    PREFERENCE_FORMATS,
+    PROMPT_FORMATS,
+    SHAREGPT_TAGS,
+    DataFormat,
+    messages_chat,
+)
+from alignment.data.rows import DataError, RowProblem, conversation_problem
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +69,10 @@ class Target:
     formats: tuple[DataFormat, ...]
     # Columns a converted row has when its source has them; a mixture adds them as null to sources without them.
     optional: tuple[str, ...] = ()
+    # How a converted row's columns are stored: chats as JSON (`CHAT`), documents as strings.
+    feature: Any = field(default_factory=lambda: CHAT)
+    # The formats detection may choose from a source's columns; None: every format. Others need `format:`.
+    detected: tuple[str, ...] | None = None
 
     def format_named(self, name: str) -> DataFormat | None:
         return next((format_ for format_ in self.formats if format_.name == name), None)
@@ -90,7 +111,7 @@ class SourceFormat:
         kept = self._kept_columns(dataset, columns, where)
         features = Features(
             {
-                **{column: CHAT for column in columns},
+                **{column: self.target.feature for column in columns},
                 **{column: dataset.features[column] for column in kept},
                 PROBLEM_COLUMN: _PROBLEM,
             }
@@ -145,9 +166,49 @@ TARGETS = (
 )
 
 
-def target_for(required_columns: list[str] | tuple[str, ...] | None) -> Target | None:
-    """The canonical row a stage reads, from its required columns; None for a stage with rows of its own."""
-    return next((target for target in TARGETS if target.required == tuple(required_columns or ())), None)
+# Renders one canonical chat row (`messages`, and `tools` when it has them) as the text of one document.
+ChatRenderer = Callable[[dict], str]
+TEXT_COLUMNS = ("text",)
+TEXT_FORMAT = DataFormat("text", {"text": "text"}, ("text",))
+
+
+def text_target(render_chat: ChatRenderer | None) -> Target:
+    """The canonical row of raw-text stages (module doc): `text` kept as read, and, given `render_chat`, every SFT
+    chat format, named by a source's `format:`, converted to its chat and rendered whole."""
+    chats = tuple(
+        DataFormat(f.name, f.columns, f.needs, partial(_rendered_chat, f.convert or messages_chat, render_chat))
+        for f in (CHAT_FORMATS if render_chat is not None else ())
+    )
+    return Target(
+        "raw text", TEXT_COLUMNS, TEXT_COLUMNS, (TEXT_FORMAT, *chats), feature=Value("string"), detected=("text",)
+    )
+
+
+def _rendered_chat(to_chat, render_chat: ChatRenderer, row: dict, columns: dict, tags: dict) -> dict | RowProblem:
+    """A source row in a chat format as one document: converted (`to_chat`), checked, rendered by `render_chat`."""
+    chat = to_chat(row, columns, tags)
+    if isinstance(chat, RowProblem):
+        return chat
+    problem = conversation_problem(chat["messages"])
+    if problem is not None:
+        return problem
+    try:
+        return {"text": render_chat(chat)}
+    except ChatTemplateError as err:
+        if err.of_every_row:
+            raise
+        return RowProblem(err.kind, str(err))
+
+
+def target_for(
+    required_columns: list[str] | tuple[str, ...] | None, render_chat: ChatRenderer | None = None
+) -> Target | None:
+    """The canonical row a stage reads, from its required columns; None for a stage with rows of its own.
+    `render_chat` renders chats as documents for the raw-text row (`text_target`)."""
+    required = tuple(required_columns or ())
+    if required == TEXT_COLUMNS:
+        return text_target(render_chat)
+    return next((target for target in TARGETS if target.required == required), None)
 
 
 def resolve_format(
@@ -160,7 +221,8 @@ def resolve_format(
 ) -> SourceFormat:
     """The format of a source with `columns`: `name` if given, else detected (module doc); its roles and tags."""
     if name is None:
-        found = [f for f in target.formats if all(column in columns for column in f.identified_by)]
+        detected = [f for f in target.formats if target.detected is None or f.name in target.detected]
+        found = [f for f in detected if all(column in columns for column in f.identified_by)]
         found = [f for f in found if not any(set(f.identified_by) < set(g.identified_by) for g in found)]
         if len(found) > 1:
             found = [f for f in found if not f.fallback]
@@ -170,10 +232,12 @@ def resolve_format(
                 if found
                 else f"no {target.stage} format matches its columns"
             )
+            named_only = [f.name for f in target.formats if f not in detected]
+            only = f" Read only when its entry names them: {', '.join(named_only)}." if named_only else ""
             raise DataError(
                 f"{where}: {what} (it has: {', '.join(columns)}). Formats and the columns that identify them: "
-                f"{target.listing()}. Set `format:` (and `columns_map:` for other column names) in its entry of the "
-                "list form of `dataset_mixer`."
+                f"{target.listing()}.{only} Set `format:` (and `columns_map:` for other column names) in its entry "
+                "of the list form of `dataset_mixer`."
             )
         format_ = found[0]
         logger.info(
@@ -213,7 +277,8 @@ def convert_source(
     if target is None:
         if name is not None:
             raise DataError(
-                f"{where}: `format` converts chat, preference and prompt data; this stage reads its rows as they are."
+                f"{where}: `format` converts chat, preference, prompt and text data; this stage reads its rows as "
+                "they are."
             )
         return splits
     if not splits:
@@ -260,6 +325,7 @@ def as_json_where_any(parts: list[Dataset]) -> list[Dataset]:
 
 __all__ = [
     "CHAT",
+    "ChatRenderer",
     "PROBLEM_COLUMN",
     "TARGETS",
     "SourceFormat",
@@ -270,4 +336,5 @@ __all__ = [
     "pop_problem",
     "resolve_format",
     "target_for",
+    "text_target",
 ]

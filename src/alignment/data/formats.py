@@ -265,6 +265,12 @@ def _chat(messages: list[dict] | RowProblem, row: dict, columns: dict[str, str])
     return tools if isinstance(tools, RowProblem) else {"messages": messages, "tools": tools}
 
 
+def messages_chat(row: dict, columns: dict[str, str], tags: dict[str, str]) -> dict | RowProblem:
+    """The canonical SFT row of a `messages` source row (the chat and, when the source has them, its `tools`), for a
+    stage that converts chats further (raw text renders them); SFT itself keeps such rows as read."""
+    return _chat(row.get(columns["messages"]), row, columns)
+
+
 def _alpaca_prompt(row: dict, columns: dict[str, str]) -> list[dict] | RowProblem:
     """System message, history pairs and `instruction + "\\n" + input`, as LLaMA-Factory's Alpaca converter."""
     texts = {}
@@ -453,6 +459,7 @@ __all__ = [
     "SHAREGPT_TAGS",
     "DataFormat",
     "chat_tools",
+    "messages_chat",
     "prompt_turns",
     "sharegpt_to_messages",
 ]

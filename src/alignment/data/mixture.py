@@ -21,6 +21,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from alignment.data.conversion import (
     PROBLEM_COLUMN,
+    ChatRenderer,
     add_optional_columns,
     as_json_where_any,
     convert_source,
@@ -102,6 +103,7 @@ class MixtureSettings(Protocol):
     test_split_size: float
     seed: int
     skip_invalid_rows: bool
+    txt_documents: str
 
     def source_names(self) -> list[str]: ...
 
@@ -111,6 +113,7 @@ def load_mixture(
     *,
     validate_row: Callable[[dict], str | None] | None = None,
     required_columns: list[str] | None = None,
+    render_chat: ChatRenderer | None = None,
 ) -> Mixture:
     """Load, check, subsample and mix `data_args.dataset_mixer` into "train" and "test" splits (see `alignment.data`).
 
@@ -125,18 +128,19 @@ def load_mixture(
 
     `validate_row(row)` returns None for a good row or a reason (`RowProblem` or a plain string). `required_columns`
     must be present in every source after `columns` selection and format conversion; they also name the stage's
-    canonical row (`alignment.data.conversion.target_for`: `messages` for SFT, `chosen`/`rejected` for preferences), to
-    which each source's format is converted, or for which it is detected.
+    canonical row (`alignment.data.conversion.target_for`: `messages` for SFT, `chosen`/`rejected` for preferences,
+    `text` for raw text), to which each source's format is converted, or for which it is detected. `render_chat`
+    turns a chat into one document's text for the `text` row (`alignment.data.conversion.text_target`).
     """
     sources = parse_mixer(data_args.dataset_mixer, data_args.dataset_splits, data_args.dataset_config)
     check_share(data_args.test_split_size, "`test_split_size`", low_inclusive=True, high_inclusive=False)
     hold_out_any = any(not source.explicit for source in sources) or not any(s.test_splits for s in sources)
 
-    target = target_for(required_columns)
+    target = target_for(required_columns, render_chat)
     loaded = [
         convert_source(
             source.where,
-            _read_source(source, data_args.skip_invalid_rows),
+            _read_source(source, data_args.skip_invalid_rows, data_args.txt_documents),
             target,
             source.format,
             source.columns_map,
@@ -202,10 +206,15 @@ def load_mixture(
 # Reading sources
 
 
-def _read_source(source: Source, skip_invalid_rows: bool) -> dict[str, Dataset]:
+def _read_source(source: Source, skip_invalid_rows: bool, txt_documents: str) -> dict[str, Dataset]:
     """The source's requested splits that exist, with `columns` selected; a missing required split is an error."""
     available, lone = open_source(
-        source.path, source.where, name=source.name, data_files=source.data_files, skip_invalid_rows=skip_invalid_rows
+        source.path,
+        source.where,
+        name=source.name,
+        data_files=source.data_files,
+        skip_invalid_rows=skip_invalid_rows,
+        txt_documents=txt_documents,
     )
     wanted = source.train_splits + ([] if lone and not source.explicit else source.test_splits)
     reads = {}

@@ -1,7 +1,9 @@
 """Opening a `dataset_mixer` source, and reading a local JSON file into a `Dataset` after its strict parse.
 
 A source is a hub id, a local .json/.jsonl/.parquet file, a folder of such files (a file's name is its split, shards
-concatenated in name order) or a folder written by `save_to_disk`. `open_source` maps each of its splits to a loader
+concatenated in name order), a folder written by `save_to_disk`, or raw text: a .txt file or a folder of .txt files
+(read in name order as one split with a `text` column, one row per document as `txt_documents` says:
+`TXT_DOCUMENTS`). `open_source` maps each of its splits to a loader
 that returns a `SplitRead`; which splits to read, and how to check and mix them, is `alignment.data.mixture`'s
 concern. Every local JSON file is parsed strictly (`alignment.data.strict_json`) before `datasets` reads it
 (`_read_json` says why), and `read_rows` gives that same parse to code that wants the rows as dicts rather than a
@@ -24,13 +26,16 @@ from typing import Any
 
 import datasets
 from datasets import Dataset, concatenate_datasets
+from datasets.exceptions import DatasetGenerationError
 
 from alignment.data.rows import DataError, RowProblem
+from alignment.data.sources import TXT_DOCUMENTS
 from alignment.data.strict_json import JsonDocument, parse_json_lines
 
 logger = logging.getLogger(__name__)
 
 FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+TEXT_SUFFIX = ".txt"
 _SHARD_SUFFIX = re.compile(r"-\d+-of-\d+$")
 
 
@@ -54,12 +59,14 @@ def open_source(
     name: str | None = None,
     data_files: Any = None,
     skip_invalid_rows: bool = False,
+    txt_documents: str = "file",
 ) -> tuple[dict[str, Callable[[], SplitRead]], bool]:
     """Map each split `source` has to a loader, and say whether it is a lone file or `Dataset` (no split names).
 
     `source` is a hub id or a local path; `name` (a hub configuration) and `data_files` go to `datasets.load_dataset`,
     and given `data_files` even a local path is read that way. Errors name the source by `where`. With
-    `skip_invalid_rows`, a local JSON file cut off inside its last record is read without it (see `SplitRead`).
+    `skip_invalid_rows`, a local JSON file cut off inside its last record is read without it (see `SplitRead`). A .txt
+    file, or a folder holding .txt files and no other data files, is one lone split of documents (`read_text`).
     """
     path = Path(source).expanduser()
     if data_files is not None or not path.exists():
@@ -70,6 +77,8 @@ def open_source(
         return {split: partial(_read_hub, source, split, kwargs) for split in names}, False
     if name is not None:
         raise DataError(f"{where}: `name` selects a hub dataset configuration; a local path has none.")
+    if path.is_file() and path.suffix == TEXT_SUFFIX:
+        return {"train": partial(read_text, [path], txt_documents)}, True
     if path.is_file():
         return {"train": partial(_read_file, path, skip_invalid_rows)}, True
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
@@ -78,12 +87,78 @@ def open_source(
             return {"train": lambda: SplitRead(saved)}, True
         return {split: partial(lambda split: SplitRead(saved[split]), split) for split in saved}, False
     files: dict[str, list[Path]] = {}
+    texts: list[Path] = []
     for file in sorted(path.rglob("*")):
-        if file.is_file() and file.suffix in FILE_FORMATS and not file.name.startswith("."):
-            files.setdefault(_SHARD_SUFFIX.sub("", file.stem), []).append(file)
+        if file.is_file() and not file.name.startswith(".") and file.suffix in (*FILE_FORMATS, TEXT_SUFFIX):
+            if file.suffix == TEXT_SUFFIX:
+                texts.append(file)
+            else:
+                files.setdefault(_SHARD_SUFFIX.sub("", file.stem), []).append(file)
+    if texts and files:
+        raise DataError(
+            f"{where}: folder {source} holds both .txt files and {'/'.join(FILE_FORMATS)} files: a folder is either "
+            "a text corpus (every .txt file, one split) or a dataset (a file per split). Move one kind out."
+        )
+    if texts:
+        return {"train": partial(read_text, texts, txt_documents)}, True
     if not files:
-        raise DataError(f"{where}: folder {source} has no {'/'.join(FILE_FORMATS)} files and is not a saved dataset.")
+        raise DataError(
+            f"{where}: folder {source} has no {'/'.join((*FILE_FORMATS, TEXT_SUFFIX))} files and is not a saved "
+            "dataset."
+        )
     return {split: partial(_read_files, paths, skip_invalid_rows) for split, paths in files.items()}, False
+
+
+def read_text(paths: list[Path], txt_documents: str = "file") -> SplitRead:
+    """The documents of .txt files, in the order given, as a `Dataset` with one `text` column (`txt_documents`):
+
+    * `file`: each file is one document, its text exactly as written (an empty file is an empty document, which the
+      stage's row check refuses or counts);
+    * `blank_lines`: each run of lines between blank lines (lines of whitespace only) is one document, its lines
+      joined by "\n" without the last line break; blank lines at the start or end of a file make no document.
+
+    Files are read as UTF-8 (a byte-order mark dropped), a line at a time in `blank_lines` mode, and the rows are
+    written to the `datasets` cache as they come, so a corpus of any size is read in bounded memory (a `file`
+    document is held whole). Bytes that are not UTF-8 are a `DataError` naming the file. The cache is keyed by each
+    file's path, size and modification time, so an edited file is read again.
+    """
+    if txt_documents not in TXT_DOCUMENTS:
+        raise ValueError(f"txt_documents {txt_documents!r} is not one of {', '.join(TXT_DOCUMENTS)}")
+    stamps = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in paths]
+    try:
+        dataset = Dataset.from_generator(
+            _text_documents,
+            features=datasets.Features({"text": datasets.Value("string")}),
+            gen_kwargs={"stamps": stamps, "txt_documents": txt_documents},
+        )
+    except DatasetGenerationError as err:  # `datasets` wraps what the generator raised
+        if isinstance(err.__cause__, DataError):
+            raise err.__cause__ from None
+        raise
+    logger.info("Read %d documents (txt_documents: %s) from %d .txt files", len(dataset), txt_documents, len(paths))
+    return SplitRead(dataset)
+
+
+def _text_documents(stamps: list[tuple[str, int, int]], txt_documents: str) -> Iterator[dict[str, str]]:
+    for name, _, _ in stamps:
+        try:
+            with open(name, encoding="utf-8-sig", newline="") as handle:
+                if txt_documents == "file":
+                    yield {"text": handle.read()}
+                    continue
+                block: list[str] = []
+                for line in handle:
+                    if line.strip():
+                        block.append(line.rstrip("\r\n"))
+                    elif block:
+                        yield {"text": "\n".join(block)}
+                        block = []
+                if block:
+                    yield {"text": "\n".join(block)}
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{name}: byte {err.start} is not UTF-8 ({err.reason}): .txt files are read as UTF-8."
+            ) from err
 
 
 def _read_hub(source: str, split: str, kwargs: dict) -> SplitRead:
@@ -104,7 +179,9 @@ def _read_files(paths: list[Path], skip_invalid_rows: bool) -> SplitRead:
 def _read_file(path: Path, skip_invalid_rows: bool = False) -> SplitRead:
     """Read one .json/.jsonl/.parquet file, turning a failure into an error that names the file (and JSON line)."""
     if path.suffix not in FILE_FORMATS:
-        raise DataError(f"{path}: unsupported file type '{path.suffix}' (supported: {', '.join(FILE_FORMATS)}).")
+        raise DataError(
+            f"{path}: unsupported file type '{path.suffix}' (supported: {', '.join((*FILE_FORMATS, TEXT_SUFFIX))})."
+        )
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty: no rows to read.")
     if FILE_FORMATS[path.suffix] == "json":

@@ -16,6 +16,9 @@ from alignment.data.rows import DataError, describe
 ENTRY_KEYS = ("path", "split", "columns", "weight", "name", "data_files", "format", "columns_map", "tags")
 # The splits every source is read on in the Zephyr form (`dataset_splits`' default).
 DEFAULT_DATASET_SPLITS = ("train", "test")
+# What one row of a .txt source is (`txt_documents`): the whole file (default), or each block of lines between blank
+# lines (`alignment.data.readers.read_text`).
+TXT_DOCUMENTS = ("file", "blank_lines")
 
 
 @dataclass

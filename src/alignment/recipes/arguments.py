@@ -16,7 +16,7 @@ import trl
 from transformers import TrainingArguments
 
 from alignment.chat.turns import HISTORY_REWRITE_CHOICES
-from alignment.data.sources import DEFAULT_DATASET_SPLITS
+from alignment.data.sources import DEFAULT_DATASET_SPLITS, TXT_DOCUMENTS
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ class DataArguments:
             "help": "Sources to mix: `{hub id or local path: fraction}` or a list of `{path, split, columns, weight, "
             "name, data_files, format, columns_map, tags}` entries (`format`: messages, sharegpt, alpaca, "
             "prompt_completion or preference, detected from the columns when absent; see `alignment.data.formats`). "
-            "Local paths may be .json/.jsonl/.parquet files or a saved dataset folder."
+            "Local paths may be .json/.jsonl/.parquet files, a folder of them or a saved dataset folder; for raw "
+            "text (pt), also a .txt file or a folder of .txt files (`txt_documents`)."
         },
     )
     dataset_splits: list[str] = field(
@@ -103,12 +104,25 @@ class DataArguments:
             "value traces need only their prompt's inference ids. See `alignment/chat/turns.py`."
         },
     )
+    txt_documents: str = field(
+        default="file",
+        metadata={
+            "help": "What one document (one row, a `text`) of a .txt source is: `file` (default): each .txt file "
+            "whole, as written; `blank_lines`: each block of lines between blank lines. A .txt source is a .txt file "
+            "or a folder of .txt files, read in name order as one split; raw-text stages (pt) read it."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed for source subsampling and the held-out split."})
 
     def __post_init__(self):
         if self.history_rewrite not in HISTORY_REWRITE_CHOICES:
             raise ValueError(
                 f"`history_rewrite: {self.history_rewrite}` is not one of {', '.join(HISTORY_REWRITE_CHOICES)}."
+            )
+        if self.txt_documents not in TXT_DOCUMENTS:
+            raise ValueError(
+                f"`txt_documents: {self.txt_documents}` is not one of {', '.join(TXT_DOCUMENTS)} (`file`: one "
+                "document per .txt file; `blank_lines`: one per block of lines between blank lines)."
             )
 
     def source_names(self) -> list[str]:

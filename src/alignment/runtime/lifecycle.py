@@ -32,9 +32,10 @@ from alignment.runtime.reliability import (
 logger = logging.getLogger("alignment")
 
 
-def start_run(recipe: Recipe) -> PreTrainedTokenizerBase:
+def start_run(recipe: Recipe, *, chat_template_required: bool = True) -> PreTrainedTokenizerBase:
     """What every stage does first with its parsed recipe: set up logging, check the launch and `output_dir`, log
-    and save the resolved config, then load the tokenizer with the recipe's chat template."""
+    and save the resolved config, then load the tokenizer with the recipe's chat template (which a stage that reads
+    raw text may go without: `chat_template_required`)."""
     model_args, data_args, training_args = recipe
     setup_logging(training_args)
     check_world_size(training_args)
@@ -42,15 +43,21 @@ def start_run(recipe: Recipe) -> PreTrainedTokenizerBase:
     resolved = resolved_config(model_args, data_args, training_args)
     check_output_dir(training_args.output_dir, resolved, overwrite=training_args.overwrite_output_dir)
     log_and_save_resolved_config(training_args, resolved)
-    tokenizer = load_tokenizer_with_template(model_args, data_args, training_args)
+    tokenizer = load_tokenizer_with_template(model_args, data_args, training_args, required=chat_template_required)
     check_vocabulary(tokenizer, model_args)  # another model's tokenizer: before the data is tokenized with it
     return tokenizer
 
 
-def load_tokenizer_with_template(model_args, data_args, training_args: TrainingArguments) -> PreTrainedTokenizerBase:
+def load_tokenizer_with_template(
+    model_args, data_args, training_args: TrainingArguments, *, required: bool = True
+) -> PreTrainedTokenizerBase:
     """The recipe's tokenizer (`alignment.runtime.loading.load_tokenizer`) with its chat template set (`chat_template`,
-    `add_chat_template_tokens`; `alignment.chat.templates.set_chat_template`)."""
+    `add_chat_template_tokens`; `alignment.chat.templates.set_chat_template`). Unless `required`, a tokenizer with no
+    template of its own and no `chat_template` in the recipe is returned without one, and that is logged."""
     tokenizer = load_tokenizer(model_args, trust_remote_code=training_args.trust_remote_code)
+    if not required and data_args.chat_template is None and not tokenizer.chat_template:
+        logger.info("No chat template: the tokenizer has none and `chat_template` is unset (raw text only).")
+        return tokenizer
     set_chat_template(tokenizer, data_args.chat_template, add_missing_tokens=data_args.add_chat_template_tokens)
     return tokenizer
 

@@ -53,6 +53,8 @@ class Stage:
     row_problem: ClassVar[Callable[[dict], RowProblem | None]]
     # Plots written beside the model: figure name -> the (train, eval) metric keys it shows (`runtime.plots`).
     figures: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Whether the stage's tokenizer must have a chat template (a raw-text stage needs one only to render chats).
+    needs_chat_template: ClassVar[bool] = True
 
     def __init__(self, name: str, config_class: type[TrainingArguments]):
         """`alignment.stages` makes the one instance of each stage, giving it its registered name (the recipe folder
@@ -63,10 +65,11 @@ class Stage:
     def start(self, recipe: Recipe) -> PreTrainedTokenizerBase:
         """Set up logging, check `output_dir`, log and save the resolved config, and load the tokenizer with the
         recipe's chat template (`alignment.runtime.lifecycle`)."""
-        return start_run(recipe)
+        return start_run(recipe, chat_template_required=self.needs_chat_template)
 
-    def load_rows(self, recipe: Recipe) -> Mixture:
-        """The recipe's mixture, every row checked by the stage's row schema (`alignment.data.load_mixture`)."""
+    def load_rows(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase | None = None) -> Mixture:
+        """The recipe's mixture, every row checked by the stage's row schema (`alignment.data.load_mixture`).
+        `tokenizer` is for a stage whose rows are converted with it (raw text renders chats by their template)."""
         return load_mixture(recipe.data, validate_row=self.row_problem, required_columns=list(self.required_columns))
 
     def tokenizer_options(self, recipe: Recipe) -> dict[str, Any]:
@@ -93,7 +96,7 @@ class Stage:
 
     def load_data(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> StageData:
         """Every split of the mixture that has rows, tokenized with the recipe's options."""
-        rows = self.load_rows(recipe)
+        rows = self.load_rows(recipe, tokenizer)
         options = self.tokenizer_options(recipe)
         data = StageData(splits={})
         for split in rows:
@@ -112,7 +115,7 @@ class Stage:
     def load_model(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         """The model to train: by default the causal LM of `model_name_or_path` (an adapter folder merged into its
         base), matched to the tokenizer (embeddings resized for added template tokens), its generation stopping at
-        the chat template's end of turn."""
+        `generation_stop_ids` (the chat template's end of turn) and the tokenizer's EOS."""
         training = recipe.training
         model = load_model(
             recipe.model,
@@ -120,8 +123,12 @@ class Stage:
             gradient_checkpointing=training.gradient_checkpointing,
         )
         match_embeddings_to_tokenizer(model, tokenizer)
-        set_generation_eos(model, tokenizer, end_of_turn_token_ids(tokenizer))
+        set_generation_eos(model, tokenizer, self.generation_stop_ids(tokenizer))
         return model
+
+    def generation_stop_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """The ids generation stops at besides the tokenizer's EOS: the chat template's end of turn by default."""
+        return end_of_turn_token_ids(tokenizer)
 
     def build_trainer(
         self,

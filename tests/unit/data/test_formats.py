@@ -317,7 +317,7 @@ def test_bad_format_keys_are_refused(tmp_path, entry, message):
 
 def test_format_on_a_stage_with_rows_of_its_own_is_refused(tmp_path):
     path = write_jsonl(tmp_path / "v.jsonl", [{"prompt": "p", "response": []}])
-    with pytest.raises(DataError, match=r"`format` converts chat, preference and prompt data; this stage reads its rows"):
+    with pytest.raises(DataError, match=r"`format` converts chat, preference, prompt and text data; this stage reads"):
         load([{"path": path, "format": "alpaca"}], required=[], validate=None)
 
 
