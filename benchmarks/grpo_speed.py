@@ -44,7 +44,7 @@ from tiny_world.arithmetic import answer_is_correct
 model_dir, prompts, output_dir, steps, recipe = sys.argv[1:6]
 settings = yaml.safe_load(open(recipe))
 keys = ("num_generations", "per_device_train_batch_size", "max_completion_length", "temperature", "beta",
-        "loss_type", "learning_rate", "lr_scheduler_type", "seed")
+        "loss_type", "learning_rate", "lr_scheduler_type", "gradient_checkpointing", "seed")
 
 def rule(prompts, completions, **kwargs):
     return [float(answer_is_correct(p, c[-1]["content"])) for p, c in zip(prompts, completions)]
@@ -134,7 +134,8 @@ def main() -> None:
     lines = [
         TITLE,
         "",
-        f"`python benchmarks/grpo_speed.py --steps {args.steps} --repeats {args.repeats}"
+        f"`python benchmarks/grpo_speed.py --model {args.model} --teacher_chats {args.teacher_chats} "
+        f"--steps {args.steps} --repeats {args.repeats}"
         + (f" --threads {args.threads}" if args.threads else "")
         + f"`: {args.steps} steps of {completions_per_step} completions from `{args.model}`, each run in its own "
         "process, ours and TRL alternating. Median (min-max) over repeats.",
