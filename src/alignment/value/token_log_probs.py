@@ -13,8 +13,8 @@ log-probs of one label set and no hidden states, while the value head reads the 
 likelihood feature scores the response's own tokens. `trl.kernels.ChunkedLogProbFunction` computes per-token
 log-probs with a correct backward on CPU, but from `lm_head.weight` read directly: a LoRA on the head would be
 skipped without a word, and ZeRO-3 needs the weight gathered by hand. Calling the head module per chunk keeps
-adapters, DeepSpeed's hooks and quantized layers as the body's own forward has them; on a 2-core CPU it was as fast
-and no larger (`benchmarks/RESULTS.md`).
+adapters, DeepSpeed's hooks and quantized layers as the body's own forward has them (the ZeRO-3 case of
+`tests/test_multiprocess.py` trains through it).
 
 The head must be the body's whole vocabulary projection: `check_head_reproduces_logits` compares it, on every
 batch, with the body's own logits at the last position (Gemma's `final_logit_softcapping` is applied; a body that
@@ -30,8 +30,9 @@ from torch.utils.checkpoint import checkpoint
 
 from alignment.chat.turns import IGNORE_INDEX
 
-# Bytes of one chunk's fp32 logits; the backward holds about four such tensors at once (the logits, their softmax,
-# the gather's and the sum's gradients). 64 MiB is 110 tokens of Qwen3's vocabulary: larger chunks were no faster.
+# Bytes of one chunk's fp32 logits (64 MiB: 110 tokens of Qwen3's vocabulary). The backward holds about four such
+# tensors at once (the logits, their softmax, the gather's and the sum's gradients): about 256 MiB, whatever the
+# number of tokens.
 LOGITS_CHUNK_BYTES = 64 * 2**20
 
 
