@@ -83,8 +83,12 @@ the final output. The trainer saves from the state dict the Trainer gathers (und
 `accelerator.get_state_dict` consolidates the shards on rank 0), never from the live, possibly partitioned,
 parameters. `load_value_model(path)` reloads either kind in one call.
 
+Log-probs: the SFT term and the likelihood read `log p(token | prefix)` only at the positions they need, projected
+through the LM head a chunk of tokens at a time (`token_log_probs`); no `[batch, seq, vocab]` logits are built.
+
 Modules: `config` (`ValueConfig`), `formats` (the row forms and their readers, `StepTrace`), `rows` (`to_trace`,
-tokens, `ValueCollator`), `modeling` (head, model, build, save, load), `loss` (joint loss and metrics), `trainer`
+tokens, `ValueCollator`), `modeling` (head, model, build, save, load), `token_log_probs` (the chunked log-probs),
+`loss` (joint loss and metrics), `trainer`
 (`ValueTrainer`), `scoring` (`score_traces`, `score_steps`), `stage` (`ValueStage`, the unit `alignment.stages`
 registers as `value`). Import a name from its module; `score_steps` and `load_value_model` are also here, imported
 on first use so that parsing a value recipe imports no model code.

@@ -36,7 +36,7 @@ class ValueConfig(StageTrainingArguments, TrainingArguments):
         metadata={
             "help": "Give the value head a second input: the body's lowest token log-likelihood over the response so "
             "far (`alignment.value.ValueHead`). For bodies too small to re-check a step at its last token (the tiny "
-            "world's); it costs the vocabulary projection at every position when scoring."
+            "world's); it costs the vocabulary projection at every response position when scoring."
         },
     )
     padding_side: Literal["left", "right"] = field(

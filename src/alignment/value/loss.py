@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import EvalPrediction
 
 from alignment.chat.turns import IGNORE_INDEX
@@ -27,7 +26,7 @@ class JointLoss:
 
 
 def joint_loss(
-    logits: torch.Tensor,
+    label_log_probs: torch.Tensor,
     labels: torch.Tensor,
     values: torch.Tensor,
     q: torch.Tensor,
@@ -36,16 +35,12 @@ def joint_loss(
 ) -> JointLoss:
     """`sft + value_loss_weight * value` (see `alignment.value`); every term fp32.
 
-    The sums of this micro-batch are divided by `step_counts` (label tokens, Q positions) when given, the counts of
-    the whole optimizer step; else by this micro-batch's own counts.
+    `label_log_probs` are `ValueModel`'s: `log p(labels[:, t] | tokens < t)` where a label is set, 0 elsewhere, so
+    their negated sum is the summed next-token cross-entropy of the labels. The sums of this micro-batch are divided
+    by `step_counts` (label tokens, Q positions) when given, the counts of the whole optimizer step; else by this
+    micro-batch's own counts.
     """
-    shift_labels = labels[:, 1:]
-    token_losses = F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
+    token_losses = -label_log_probs.float().sum()
     positions = q != Q_IGNORE
     num_tokens, num_steps = loss_counts(labels, q) if step_counts is None else step_counts
     sft = token_losses / num_tokens.clamp(min=1)

@@ -1,5 +1,6 @@
 """The value model: `ValueHead` on a causal LM's last hidden state (and, optionally, on the LM's own likelihood of
-the response so far, `running_min_log_likelihood`), `ValueModel` (body plus head), and how one is built for training
+the response so far, `running_min_log_likelihood`), `ValueModel` (body plus head, and the label log-probs of the SFT
+term), and how one is built for training
 (`build_value_model`), saved (`save_value_model`: `value_head.safetensors` beside the body) and loaded back
 (`load_value_model`)."""
 
@@ -18,10 +19,12 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 from trl import get_peft_config
 
+from alignment.chat.turns import IGNORE_INDEX
 from alignment.recipes.arguments import ModelArguments
 from alignment.recipes.parser import RecipeError
 from alignment.runtime.loading import load_model, match_embeddings_to_tokenizer
 from alignment.value.config import ValueConfig, is_zero3
+from alignment.value.token_log_probs import check_head_reproduces_logits, chunk_tokens_for, next_token_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +32,15 @@ VALUE_HEAD_NAME = "value_head.safetensors"
 PICKLED_VALUE_HEAD_NAME = "value_head.pth"
 
 
-def running_min_log_likelihood(
-    logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor
-) -> torch.Tensor:
+def running_min_log_likelihood(token_log_probs: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """Per position t, the lowest `log p(x_s | x_<s)` over the response tokens s <= t (0 before the response), in fp32.
 
-    `logits` are the body's next-token logits for `input_ids`; `response_mask` is 1 on the response's tokens (the
-    steps), 0 on the prompt and padding. The minimum runs over every step so far, so one unlikely token marks the
-    rest of the trace, as a wrong step marks the rest of a ReST-MCTS* trace.
+    `token_log_probs` are the body's `log p(x_t | x_<t)` for its `input_ids` (`next_token_log_probs`, which scores
+    the response's positions at least); `response_mask` is 1 on the response's tokens (the steps), 0 on the prompt and
+    padding. The minimum runs over every step so far, so one unlikely token marks the rest of the trace, as a wrong
+    step marks the rest of a ReST-MCTS* trace.
     """
-    logits = logits[:, :-1].float()
-    token_log_likelihood = logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    token_log_likelihood = F.pad(token_log_likelihood, (1, 0))  # the first token has no prediction
-    token_log_likelihood = torch.where(response_mask.bool(), token_log_likelihood, 0.0)
+    token_log_likelihood = torch.where(response_mask.bool(), token_log_probs.float(), 0.0)
     return torch.cummin(token_log_likelihood, dim=-1).values
 
 
@@ -93,8 +92,11 @@ class ValueHead(nn.Module):
 class ValueModel(nn.Module):
     """A causal LM (`body`: a `PreTrainedModel` or a PEFT model) and its `value_head`.
 
-    `forward` returns `{"logits", "values"}`: next-token logits and one value in (-1, 1) per position. A head that
-    reads the likelihood needs `response_mask` (1 on the response's tokens), and the logits of every position.
+    `forward` returns `{"values"}`, one value in (-1, 1) per position, and with `labels` also `{"label_log_probs"}`:
+    `log p(labels[:, t] | tokens < t)` where a label is set, 0 elsewhere (fp32). The body projects its last position
+    only; the log-probs the SFT term and the likelihood need are projected at their positions alone, a chunk of
+    tokens at a time (`alignment.value.token_log_probs`), never as `[batch, seq, vocab]` logits. A head that reads
+    the likelihood needs `response_mask` (1 on the response's tokens).
     """
 
     def __init__(self, body: nn.Module, value_head: ValueHead):
@@ -107,7 +109,7 @@ class ValueModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         response_mask: torch.Tensor | None = None,
-        values_only: bool = False,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -122,15 +124,28 @@ class ValueModel(nn.Module):
             position_ids=position_ids,
             output_hidden_states=True,
             use_cache=False,
-            # Scoring needs no vocabulary projection beyond one position, unless the head reads the likelihood.
-            **({"logits_to_keep": 1} if values_only and not reads_likelihood else {}),
+            logits_to_keep=1,  # the one position `check_head_reproduces_logits` compares
         )
-        likelihood = (
-            running_min_log_likelihood(outputs.logits, input_ids, response_mask * attention_mask)
-            if reads_likelihood
-            else None
-        )
-        return {"logits": outputs.logits, "values": self.value_head(outputs.hidden_states[-1], likelihood)}
+        hidden_states = outputs.hidden_states[-1]
+        response = response_mask * attention_mask if reads_likelihood else None
+        targets = log_prob_targets(input_ids, labels, response)
+        log_probs = None
+        if targets is not None:
+            lm_head = self.body.get_output_embeddings()
+            softcap = getattr(_text_config(self.body), "final_logit_softcapping", None)
+            check_head_reproduces_logits(outputs.logits, lm_head, hidden_states, softcap)
+            log_probs = next_token_log_probs(
+                hidden_states,
+                lm_head,
+                targets,
+                chunk_tokens=chunk_tokens_for(outputs.logits.shape[-1]),
+                softcap=softcap,
+            )
+        likelihood = running_min_log_likelihood(log_probs, response) if reads_likelihood else None
+        result = {"values": self.value_head(hidden_states, likelihood)}
+        if labels is not None:
+            result["label_log_probs"] = torch.where(labels != IGNORE_INDEX, log_probs, 0.0)
+        return result
 
     @property
     def config(self):
@@ -156,9 +171,34 @@ class ValueModel(nn.Module):
         )
 
 
+def log_prob_targets(
+    input_ids: torch.Tensor, labels: torch.Tensor | None, response_mask: torch.Tensor | None
+) -> torch.Tensor | None:
+    """The token whose log-prob each position needs: its label where one is set (the SFT term), else its input
+    token on the response (the likelihood), else `IGNORE_INDEX`; None when no position needs one.
+
+    One pass serves both because a label set on the response is the response's own token (`alignment.value.rows`);
+    labels that differ there are refused rather than scored twice.
+    """
+    if labels is None and response_mask is None:
+        return None
+    targets = torch.full_like(input_ids, IGNORE_INDEX)
+    if response_mask is not None:
+        targets = torch.where(response_mask.bool(), input_ids, targets)
+    if labels is not None:
+        labelled = labels != IGNORE_INDEX
+        if response_mask is not None and (labelled & response_mask.bool() & (labels != input_ids)).any():
+            raise ValueError("Labels on the response must be its own tokens (input_ids) for the likelihood input.")
+        targets = torch.where(labelled, labels, targets)
+    return targets
+
+
+def _text_config(body: nn.Module):
+    return body.config.get_text_config() if hasattr(body.config, "get_text_config") else body.config
+
+
 def _hidden_size(body: nn.Module) -> int:
-    config = body.config.get_text_config() if hasattr(body.config, "get_text_config") else body.config
-    return config.hidden_size
+    return _text_config(body).hidden_size
 
 
 def has_value_head(path: str | Path) -> bool:

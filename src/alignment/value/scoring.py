@@ -37,7 +37,7 @@ def score_traces(
                 for ids, length, _ in encoded
             ]
         )
-        values = model(**{k: v.to(device) for k, v in batch.items()}, values_only=True)["values"].float().cpu()
+        values = model(**{k: v.to(device) for k, v in batch.items()})["values"].float().cpu()
         width = batch["input_ids"].shape[1]
         for row, (ids, _, ends) in enumerate(encoded):
             offset = width - len(ids) if tokenizer.padding_side == "left" else 0

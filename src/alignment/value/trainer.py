@@ -77,6 +77,7 @@ class ValueTrainer(CrashSafeTrainerMixin, Trainer):
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
             response_mask=inputs["response_mask"],
+            labels=inputs["labels"],
         )
         mode = "train" if model.training else "eval"
         # In training, this micro-batch's share of the whole step's means; the data-parallel gradient average over
@@ -84,7 +85,7 @@ class ValueTrainer(CrashSafeTrainerMixin, Trainer):
         step_counts = self._step_counts if mode == "train" else None
         scale = self.accelerator.num_processes if mode == "train" else 1
         loss = joint_loss(
-            outputs["logits"],
+            outputs["label_log_probs"],
             inputs["labels"],
             outputs["values"],
             inputs["Q"],

@@ -191,32 +191,30 @@ def test_truncation_drops_cut_steps_and_counts_them(tiny_tokenizer):
 
 
 def test_joint_loss_matches_a_hand_computation():
-    # Batch of 1, 4 positions, vocabulary of 3. Labels train positions 2 and 3 (predicted from positions 1 and 2).
-    logits = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 3.0], [5.0, 5.0, 5.0]]])
+    # Batch of 1, 4 positions. Labels train positions 2 and 3, whose log-probs the model gives (0 elsewhere).
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 1, 2]])
+    label_log_probs = torch.tensor([[0.0, 0.0, -0.4, -1.3]])
     values = torch.tensor([[0.9, 0.5, -0.2, 0.3]])
     q = torch.tensor([[Q_IGNORE, 1.0, -1.0, Q_IGNORE]])
-    ce_2 = -math.log(math.exp(2) / (math.exp(1) + math.exp(2) + 1))  # logits[1] predict label 1
-    ce_3 = -math.log(math.exp(3) / (2 + math.exp(3)))  # logits[2] predict label 2
-    sft = (ce_2 + ce_3) / 2
+    sft = (0.4 + 1.3) / 2
     value = ((0.5 - 1.0) ** 2 + (-0.2 + 1.0) ** 2) / (2 + 1e-3)
-    loss = joint_loss(logits, labels, values, q, value_loss_weight=0.7)
+    loss = joint_loss(label_log_probs, labels, values, q, value_loss_weight=0.7)
     assert loss.sft.item() == pytest.approx(sft, rel=1e-6)
     assert loss.value.item() == pytest.approx(value, rel=1e-6)
     assert loss.total.item() == pytest.approx(sft + 0.7 * value, rel=1e-6)
 
 
 def test_no_label_gives_zero_sft_and_no_q_gives_zero_value_even_with_nan_padding():
-    logits = torch.randn(2, 5, 7, requires_grad=True)
+    label_log_probs = torch.zeros(2, 5, requires_grad=True)  # the model's, with no label set
     values = torch.tensor([[float("nan"), 0.1, 0.2, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0, 0.0]], requires_grad=True)
     q = torch.full((2, 5), Q_IGNORE)
     q[0, 2] = -1.0
-    loss = joint_loss(logits, torch.full((2, 5), IGNORE_INDEX), values, q, value_loss_weight=1.0)
+    loss = joint_loss(label_log_probs, torch.full((2, 5), IGNORE_INDEX), values, q, value_loss_weight=1.0)
     assert loss.sft.item() == 0.0
     assert loss.value.item() == pytest.approx(1.2**2 / (1 + 1e-3))
     loss.total.backward()
-    assert torch.isfinite(values.grad).all() and torch.isfinite(logits.grad).all()
-    empty = joint_loss(logits, torch.full((2, 5), IGNORE_INDEX), values, torch.full((2, 5), Q_IGNORE), 1.0)
+    assert torch.isfinite(values.grad).all() and torch.isfinite(label_log_probs.grad).all()
+    empty = joint_loss(label_log_probs, torch.full((2, 5), IGNORE_INDEX), values, torch.full((2, 5), Q_IGNORE), 1.0)
     assert empty.value.item() == 0.0 and empty.total.item() == 0.0
 
 
@@ -253,17 +251,11 @@ def test_value_head_stays_fp32_under_a_bf16_body_and_autocast():
 
 
 def test_running_min_log_likelihood_matches_a_hand_computation():
-    # Vocabulary of 2; the logits at position t predict token t + 1. log p = x - logsumexp([x, y]).
-    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [0.0, 0.0]]])
-    input_ids = torch.tensor([[0, 1, 0, 0, 1]])
+    # log p(x_t | x_<t) per position; tokens 0-1 are the prompt and count 0, whatever their log-probs.
+    token_log_probs = torch.tensor([[0.0, -5.0, -0.7, -2.1, -0.4]])
     response = torch.tensor([[0, 0, 1, 1, 1]])
-    # Tokens 0-1 are the prompt and count 0. Token 2 (id 0) is predicted by [2, 0], token 3 (id 0) by [0, 3] and
-    # token 4 (id 1) by [1, 1].
-    token_2 = 2 - math.log(math.exp(2) + 1)
-    token_3 = -math.log(1 + math.exp(3))
-    token_4 = -math.log(2)
-    expected = [0.0, 0.0, token_2, min(token_2, token_3), min(token_2, token_3, token_4)]
-    got = running_min_log_likelihood(logits, input_ids, response)[0].tolist()
+    expected = [0.0, 0.0, -0.7, -2.1, -2.1]
+    got = running_min_log_likelihood(token_log_probs, response)[0].tolist()
     assert got == pytest.approx(expected)
 
 
@@ -275,9 +267,11 @@ def test_a_head_that_reads_the_likelihood_adds_it_and_saves_and_loads_it(tiny_wo
     ids = torch.tensor([tokenize_trace(tiny_tokenizer, to_trace(REST_ROW), max_length=None)["input_ids"]])
     response = torch.tensor([tokenize_trace(tiny_tokenizer, to_trace(REST_ROW), max_length=None)["response_mask"]])
     out = model(ids, response_mask=response)
-    hidden = body(ids, output_hidden_states=True).hidden_states[-1]
-    plain = hidden @ model.value_head.weight.T + model.value_head.bias
-    likelihood = running_min_log_likelihood(out["logits"], ids, response)
+    body_out = body(ids, output_hidden_states=True)
+    plain = body_out.hidden_states[-1] @ model.value_head.weight.T + model.value_head.bias
+    token_log_probs = torch.log_softmax(body_out.logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    likelihood = torch.cummin(torch.where(response[:, 1:].bool(), token_log_probs, 0.0), -1).values
+    likelihood = torch.nn.functional.pad(likelihood, (1, 0))
     assert torch.allclose(out["values"], torch.tanh(plain.squeeze(-1) + 0.5 * likelihood), atol=1e-5)
     with pytest.raises(ValueError, match="pass response_mask"):
         model(ids)
