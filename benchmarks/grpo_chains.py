@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -31,15 +30,16 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.report import with_sections_replaced  # noqa: E402
 from benchmarks.search import (  # noqa: E402
     HELD_OUT_SEARCHES,
     VERIFIER,
-    ChainsTask,
     SeedRuns,
+    add_arguments,
     discordant,
-    sign_test,
+    paired_row,
+    parsed_task,
     spread,
+    write_section,
 )
 
 COMPLETIONS_PER_STEP = 32  # recipes/tiny/rest_mcts/grpo/config.yaml: 4 prompts x 8 completions
@@ -80,13 +80,7 @@ def completion_tokens(output_dir: Path) -> int:
 def seed_figures(runs: SeedRuns) -> dict:
     """The three methods and the dSFT policy on one seed: held-out greedy accuracy, generated tokens, minutes."""
     chains = runs.world / "chains"
-    sft0 = runs.train("sft", "sft/config.yaml", runs.world / "base", chains / "sft")
-    body = runs.train("value_body", "sft/config_value_body.yaml", runs.world / "value_base", chains / "sft")
-    value0 = runs.train("value", "value/config.yaml", body, chains / "value")
-    searched = runs.search("search_train", sft0, value0, "train", [])
-    found = runs.root / "search_train"
-    sft1 = runs.train("sft_iter1", "sft/config_iter1.yaml", sft0, chains / "sft", found / "sft.jsonl")
-    value1 = runs.train("value_iter1", "value/config_iter1.yaml", value0, chains / "value", found / "traces.jsonl")
+    sft0, _, value0, searched, sft1, value1 = runs.iteration()
     greedy = HELD_OUT_SEARCHES["greedy"]
     held_out = {
         "before": runs.search("test_greedy", sft0, value0, "test", greedy),
@@ -149,33 +143,16 @@ def section(figures: dict[int, dict], command: str) -> str:
         "| A vs B | " + " | ".join(f"seed {seed}" for seed in seeds) + " | all seeds | sign-test p |",
         "|---|" + "---|" * (len(seeds) + 2),
     ]
-    for a, b in PAIRS:
-        splits = [f["paired"][f"{a} vs {b}"] for f in per_seed]
-        a_only, b_only = (sum(split[i] for split in splits) for i in (0, 1))
-        lines.append(
-            f"| {LABELS[a]} vs {LABELS[b]} | "
-            + " | ".join(f"{x} / {y}" for x, y in splits)
-            + f" | {a_only} / {b_only} | {sign_test(a_only, b_only):.2g} |"
-        )
+    lines += [
+        paired_row(f"{LABELS[a]} vs {LABELS[b]}", [f["paired"][f"{a} vs {b}"] for f in per_seed]) for a, b in PAIRS
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--work_dir", default="outputs/search_benchmark", help="benchmarks/search.py's work folder")
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every run (default: the library's)")
-    parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"))
-    default = ChainsTask()
-    parser.add_argument("--largest_number", type=int, default=default.largest_number)
-    parser.add_argument("--num_train", type=int, default=default.num_train)
-    parser.add_argument("--num_search", type=int, default=default.num_search)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    task = ChainsTask(args.largest_number, args.num_train, args.num_search)
+    add_arguments(parser, "benchmarks/search.py's work folder: the runs both benchmarks share")
+    args, task = parsed_task(parser)
     start = time.perf_counter()
     figures = {}
     for seed in args.seeds:
@@ -185,11 +162,8 @@ def main() -> None:
             cached.write_text(json.dumps(seed_figures(SeedRuns(root, seed, task)), indent=2))
         figures[seed] = json.loads(cached.read_text())
     command = f"python benchmarks/grpo_chains.py --seeds {' '.join(map(str, args.seeds))}{task.flags()}"
-    text = section(figures, command)
-    output = Path(args.output)
-    output.write_text(with_sections_replaced(output.read_text() if output.is_file() else None, [text]))
-    print(text)
-    print(f"\n{(time.perf_counter() - start) / 60:.1f} min; written to {output}")
+    write_section(section(figures, command), args.output)
+    print(f"\n{(time.perf_counter() - start) / 60:.1f} min; written to {args.output}")
 
 
 if __name__ == "__main__":

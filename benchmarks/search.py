@@ -168,6 +168,19 @@ class SeedRuns:
         output_dir = self.stage(name, recipe, [*paths, *overrides], script=SEARCH_SCRIPT)
         return json.loads((output_dir / "summary.json").read_text())
 
+    def iteration(self) -> tuple[Path, Path, Path, dict, Path, Path]:
+        """The ReST-MCTS* iteration's runs: the dSFT policy, the value body, the value model, the training search's
+        summary, and the policy and value model trained on what it found."""
+        chains = self.world / "chains"
+        sft0 = self.train("sft", "sft/config.yaml", self.world / "base", chains / "sft")
+        body = self.train("value_body", "sft/config_value_body.yaml", self.world / "value_base", chains / "sft")
+        value0 = self.train("value", "value/config.yaml", body, chains / "value")
+        searched = self.search("search_train", sft0, value0, "train", [])
+        found = self.root / "search_train"
+        sft1 = self.train("sft_iter1", "sft/config_iter1.yaml", sft0, chains / "sft", found / "sft.jsonl")
+        value1 = self.train("value_iter1", "value/config_iter1.yaml", value0, chains / "value", found / "traces.jsonl")
+        return sft0, body, value0, searched, sft1, value1
+
     def figures(self) -> dict:
         """Every figure of this seed (cached in `root/figures.json`)."""
         cached = self.root / "figures.json"
@@ -176,15 +189,7 @@ class SeedRuns:
         from alignment.data.readers import read_rows
 
         chains = self.world / "chains"
-        sft0 = self.train("sft", "sft/config.yaml", self.world / "base", chains / "sft")
-        body = self.train("value_body", "sft/config_value_body.yaml", self.world / "value_base", chains / "sft")
-        value0 = self.train("value", "value/config.yaml", body, chains / "value")
-        searched = self.search("search_train", sft0, value0, "train", [])
-        train_dir = self.root / "search_train"
-        sft1 = self.train("sft_iter1", "sft/config_iter1.yaml", sft0, chains / "sft", train_dir / "sft.jsonl")
-        value1 = self.train(
-            "value_iter1", "value/config_iter1.yaml", value0, chains / "value", train_dir / "traces.jsonl"
-        )
+        sft0, body, value0, searched, sft1, value1 = self.iteration()
         # The same search with the final answer as the only check (`verify_steps: false`): how many of the traces it
         # calls verified reach the right sum through wrong steps.
         self.search("search_train_final_answer_only", sft0, value0, "train", ["--verify_steps", "false"])
@@ -403,6 +408,16 @@ def random_pick_right(rows: list[dict]) -> float:
     return statistics.fmean(statistics.fmean(right for _, right in o) for o in mixed_prompts(unscored(rows)))
 
 
+def paired_row(label: str, splits: list[list[int]]) -> str:
+    """One row of a paired table: each seed's split of discordant prompts, their sum and its sign test."""
+    a_only, b_only = (sum(split[i] for split in splits) for i in (0, 1))
+    return (
+        f"| {label} | "
+        + " | ".join(f"{a} / {b}" for a, b in splits)
+        + f" | {a_only} / {b_only} | {sign_test(a_only, b_only):.2g} |"
+    )
+
+
 def spread(values: list[float], fmt: str) -> str:
     """`median (min-max)` over seeds, or the value alone for one seed."""
     if len(values) == 1:
@@ -501,14 +516,7 @@ def section(figures: dict[int, dict], command: str) -> str:
         "| A vs B | " + " | ".join(f"seed {seed}" for seed in seeds) + " | all seeds | sign-test p (all seeds) |",
         "|---|" + "---|" * (len(seeds) + 2),
     ]
-    for label, *_ in PAIRS:
-        splits = [f["paired"][label] for f in per_seed]
-        a_only, b_only = (sum(split[i] for split in splits) for i in (0, 1))
-        lines.append(
-            f"| {label} | "
-            + " | ".join(f"{a} / {b}" for a, b in splits)
-            + f" | {a_only} / {b_only} | {sign_test(a_only, b_only):.2g} |"
-        )
+    lines += [paired_row(label, [f["paired"][label] for f in per_seed]) for label, *_ in PAIRS]
     lines += [
         "",
         "| one self-training iteration | before | after | control: the same steps without the search's traces |",
@@ -557,10 +565,11 @@ def section(figures: dict[int, dict], command: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser, work_dir_help: str) -> None:
+    """The flags of the chains benchmarks (this one and `benchmarks/grpo_chains.py`): seeds, folders, threads and
+    the task variant."""
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--work_dir", default="outputs/search_benchmark", help="worlds and runs, one folder per seed")
+    parser.add_argument("--work_dir", default="outputs/search_benchmark", help=work_dir_help)
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of every run (default: the library's)")
     parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"))
     default = ChainsTask()
@@ -572,6 +581,10 @@ def main() -> None:
     )
     parser.add_argument("--num_train", type=int, default=default.num_train, help="dSFT chats, initial value traces")
     parser.add_argument("--num_search", type=int, default=default.num_search, help="self-training prompts")
+
+
+def parsed_task(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, ChainsTask]:
+    """The parsed flags and the task they name, checked; logging, threads and the offline hub set for the runs."""
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -581,16 +594,26 @@ def main() -> None:
         parser.error(f"--largest_number {args.largest_number}: must be 6-99 (the recipes' lengths fit two digits)")
     if args.num_train < 1 or args.num_search < 1:
         parser.error(f"--num_train {args.num_train} --num_search {args.num_search}: each must be at least 1")
-    task = ChainsTask(args.largest_number, args.num_train, args.num_search)
+    return args, ChainsTask(args.largest_number, args.num_train, args.num_search)
+
+
+def write_section(text: str, output: str) -> None:
+    """`text` in place of its own section of `output` (RESULTS.md), the other sections kept; printed."""
+    path = Path(output)
+    path.write_text(with_sections_replaced(path.read_text() if path.is_file() else None, [text]))
+    print(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, "worlds and runs, one folder per seed")
+    args, task = parsed_task(parser)
     start = time.perf_counter()
     figures = {seed: SeedRuns(Path(args.work_dir) / task.folder(seed), seed, task).figures() for seed in args.seeds}
     minutes = (time.perf_counter() - start) / 60
     command = f"python benchmarks/search.py --seeds {' '.join(map(str, args.seeds))}{task.flags()}"
-    text = section(figures, command)
-    output = Path(args.output)
-    output.write_text(with_sections_replaced(output.read_text() if output.is_file() else None, [text]))
-    print(text)
-    print(f"\n{minutes:.1f} min; written to {output}")
+    write_section(section(figures, command), args.output)
+    print(f"\n{minutes:.1f} min; written to {args.output}")
 
 
 if __name__ == "__main__":
