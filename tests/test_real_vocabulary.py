@@ -43,6 +43,7 @@ MISTRAL_RECIPES = {
     "rm": "recipes/tiny/rm/config.yaml",
     "value": "recipes/mistral-7b/value/config_lora.yaml",
     "pt": "recipes/tiny/pt/config.yaml",
+    "kto": "recipes/tiny/kto/config.yaml",
 }
 # Stages the two parametrized tests below leave out, and why (tests/unit/test_layout.py checks that the recipes and
 # these cover the registry).
