@@ -5,6 +5,7 @@ teacher's flaw from the dSFT model."""
 import json
 
 import pytest
+import yaml
 from datasets import Dataset
 from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 
@@ -14,6 +15,8 @@ from alignment.data.rows import DataError
 from alignment.kto.config import balance_ratio, balanced_weights
 from alignment.kto.rows import to_unpaired, tokenize_unpaired
 from alignment.kto.trainer import with_kl_completions
+from alignment.pipeline import PipelineConfig
+from alignment.recipes.parser import RecipeParser
 from alignment.stages import STAGES
 from tests.support.greedy import greedy_shares
 from tests.support.invariant import expected_turn
@@ -89,6 +92,23 @@ def test_the_completion_and_its_end_of_turn_are_trained_exactly(tiny_world, tiny
 def test_kl_completions_pair_within_the_global_micro_batch():
     rows = Dataset.from_dict({"completion_ids": [[i] for i in range(8)]})
     assert with_kl_completions(rows, 4)["KL_completion_ids"] == [[3], [0], [1], [2], [7], [4], [5], [6]]
+
+
+def test_the_pipeline_chains_sft_then_kto(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": "outputs/tiny",
+                "stages": [{"recipe": f"recipes/tiny/{s}/config.yaml"} for s in ("sft", "kto")],
+            }
+        )
+    )
+    (config,) = RecipeParser((PipelineConfig,)).parse([str(pipeline)])
+    assert [stage["script"] for stage in config.stages] == ["scripts/run_sft.py", "scripts/run_kto.py"]
+    sft, kto = (yaml.safe_load(open(stage["recipe"])) for stage in config.stages)
+    assert kto["model_name_or_path"] == sft["output_dir"]  # the SFT output is the KTO policy and reference
 
 
 # 1:4 desirable:undesirable from the demo's pairs, the KTO paper's weights (desirable_weight 4), the tiny recipe's
