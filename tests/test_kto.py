@@ -113,7 +113,7 @@ def test_the_pipeline_chains_sft_then_kto(tmp_path, monkeypatch):
 
 # 1:4 desirable:undesirable from the demo's pairs, the KTO paper's weights (desirable_weight 4), the tiny recipe's
 # beta 1.0 and lr 3e-4, 30 steps of 32 rows. Measured on this fixture (200 held-out prompts), before -> after:
-#   clean greedy share 0.00 -> 1.00; rule-correct share 0.00 -> 0.02 (the 300-step SFT model seldom adds right:
+#   clean greedy share 0.000 -> 0.995; rule-correct share 0.000 -> 0.010 (the 300-step SFT model seldom adds right:
 #   DPO's sigmoid reaches 0.015 on it, tests/test_dpo.py; the demo's 2,000-step model: benchmarks/RESULTS.md).
 MIN_CLEAN_SHARE = 0.8
 
@@ -131,7 +131,7 @@ def test_kto_from_unbalanced_feedback_unlearns_the_teachers_flaw(sft_model, dpo_
         *["--output_dir", str(tmp_path / "out"), "--save_strategy", "no", "--disable_tqdm", "true"],
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "KTO weights: desirable_weight 4, undesirable_weight 1" in result.stderr
+    assert "KTO weights: desirable_weight 4, undesirable_weight 1" in result.stdout + result.stderr
     clean_before, correct_before = sft_greedy_shares
     clean_after, correct_after = greedy_shares(tmp_path / "out", dpo_data)
     print(
