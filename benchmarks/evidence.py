@@ -35,7 +35,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.evidence_runs import LOSSES, Runs  # noqa: E402
+from benchmarks.evidence_runs import LOSSES, UNPAIRED_LOSSES, Runs  # noqa: E402
 from benchmarks.evidence_tables import ablation_section, demo_section, grpo_section, losses_section  # noqa: E402
 from benchmarks.report import with_sections_replaced  # noqa: E402
 
@@ -46,7 +46,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--losses", nargs="+", choices=list(LOSSES), default=list(LOSSES), help="for --parts losses")
+    losses = [*LOSSES, *UNPAIRED_LOSSES]
+    parser.add_argument("--losses", nargs="+", choices=losses, default=losses, help="for --parts losses")
     parser.add_argument("--work_dir", default="outputs/alignment", help="worlds and runs, one folder per seed")
     parser.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"))
     return parser.parse_args()

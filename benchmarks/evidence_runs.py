@@ -37,6 +37,10 @@ LOSSES: dict[str, list[str]] = {
     "robust": ["--loss_type", "robust", "--label_smoothing", "0.1", "--pref_ftx", "0"],
     "apo_zero": ["--loss_type", "apo_zero", "--pref_ftx", "0"],
 }
+# Losses of unpaired feedback, as `run_kto.py` overrides of the tiny KTO recipe: the world's `kto` rows are the same
+# prompts as the DPO pairs, one reply each, the clean one desirable on 20% of rows, the flawed one undesirable on the
+# rest (`tiny_world.unpaired_rows`); the KTO paper's rule weighs them 4:1.
+UNPAIRED_LOSSES: dict[str, list[str]] = {"kto": []}
 
 
 # GRPO's rule rewards (`run_grpo.py --rewards`); the demo's reward model is the other reward, added per seed.
@@ -168,6 +172,19 @@ class Runs:
         return figures
 
     def preference_loss(self, loss: str) -> dict:
-        """The demo's DPO run with `loss` (`LOSSES`), from the dSFT model; `sigmoid+pref_ftx` is the demo's run."""
+        """The demo's DPO run with `loss` (`LOSSES`), from the dSFT model; `sigmoid+pref_ftx` is the demo's run. A
+        loss of `UNPAIRED_LOSSES` is the tiny KTO recipe's run on the world's unpaired rows."""
+        if loss in UNPAIRED_LOSSES:
+            return self.unpaired_figures(self.train(loss, "kto", self.sft(), "kto", *UNPAIRED_LOSSES[loss]))
         name = "dpo" if not LOSSES[loss] else f"dpo_{loss.replace('+', '_')}"
         return self.preference_figures(self.dpo(name, None, *LOSSES[loss]))
+
+    def unpaired_figures(self, run: Path) -> dict:
+        """`policy_figures` plus the KTO stage's held-out margins at its end. Its rows are unpaired, so it has no
+        reward accuracy; its margins are between the mean desirable and the mean undesirable row."""
+        figures = dict(self.policy_figures(run))
+        final = json.loads((run / "eval_results.json").read_text())
+        figures["reward_accuracy"] = None
+        figures["reward_margin"] = final["eval_rewards/margins"]
+        figures["logp_margin"] = final["eval_logps/chosen"] - final["eval_logps/rejected"]
+        return figures

@@ -140,7 +140,11 @@ def losses_section(by_seed: dict[int, dict], command: str, minutes: float) -> st
         "implicit reward (chosen - rejected) on held-out pairs; log-prob margin: `log π(chosen) - log π(rejected)`, "
         "the same scale for every loss. A loss **reward-hacks** when its held-out reward accuracy is at least 0.95 "
         f"while rule-correct stays below {HACK_RULE_CORRECT} or sum-correct falls more than "
-        f"{HACK_SUM_DROP * 100:.0f} points below the dSFT model's: the objective is met, the replies are not better.",
+        f"{HACK_SUM_DROP * 100:.0f} points below the dSFT model's: the objective is met, the replies are not better. "
+        "`kto` is `recipes/tiny/kto/config.yaml` (same steps, batch, lr and beta) on the same prompts as unpaired "
+        "feedback, one reply each, 1 desirable to 4 undesirable (`UNPAIRED_LOSSES`); unpaired rows have no reward "
+        "accuracy, so it hacks when its replies fail those rules alone, and its margins are between the mean "
+        "desirable and the mean undesirable held-out row.",
         "",
         "| loss | rule-correct | sum-correct | reward acc. | reward margin | log-prob margin | train s | hacks |",
         "|---|---|---|---|---|---|---|---|",
@@ -153,12 +157,12 @@ def losses_section(by_seed: dict[int, dict], command: str, minutes: float) -> st
     for loss in losses:
         runs = [(run["dsft"], run[loss]) for run in by_seed.values()]
         hacks = sum(
-            run["reward_accuracy"] >= 0.95
+            (run["reward_accuracy"] is None or run["reward_accuracy"] >= 0.95)
             and (run["rule_correct"] < HACK_RULE_CORRECT or run["sum_correct"] < before["sum_correct"] - HACK_SUM_DROP)
             for before, run in runs
         )
         cells = [
-            spread([run[key] for _, run in runs], digits)
+            "n/a" if runs[0][1][key] is None else spread([run[key] for _, run in runs], digits)
             for key, digits in [
                 ("rule_correct", 3),
                 ("sum_correct", 3),

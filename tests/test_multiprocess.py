@@ -40,6 +40,9 @@ CASES = {
     "value": ("value", [], 1e-5),
     # Packed documents, padding-free: the probe fingerprints each document of the one flattened row.
     "pt": ("pt", [], 1e-5),
+    # The KL completions are paired within the global micro-batch, so 8 rows in one process and 4 + 4 in two estimate
+    # the same KL term.
+    "kto": ("kto", [], 1e-5),
 }
 # Stages held to a test of their own here, and why (tests/unit/test_layout.py checks CASES and these cover the
 # registry).

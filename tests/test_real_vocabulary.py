@@ -24,6 +24,8 @@ from alignment.chat.templates import load_chat_template
 from alignment.chat.turns import encode_chat
 from alignment.data.pairs import to_pair
 from alignment.dpo.pairs import tokenize_preferences
+from alignment.kto.rows import to_unpaired, tokenize_unpaired
+from alignment.kto.trainer import with_kl_completions
 from alignment.pt.text import DocumentBoundaries, tokenize_documents
 from alignment.recipes.arguments import ModelArguments
 from alignment.reward.pairs import tokenize_pairs
@@ -43,6 +45,7 @@ MISTRAL_RECIPES = {
     "rm": "recipes/tiny/rm/config.yaml",
     "value": "recipes/mistral-7b/value/config_lora.yaml",
     "pt": "recipes/tiny/pt/config.yaml",
+    "kto": "recipes/tiny/kto/config.yaml",
 }
 # Stages the two parametrized tests below leave out, and why (tests/unit/test_layout.py checks that the recipes and
 # these cover the registry).
@@ -114,6 +117,23 @@ def checked_examples(world: Path, name: str, stage: str) -> frozenset[str]:
             # Both trainers batch a pair as two rows, prompt + chosen and prompt + rejected.
             fingerprints.update(fingerprint(input_ids=sequence) for sequence in sequences)
         return frozenset(fingerprints)
+    if stage == "kto":
+        data, _ = tokenize_unpaired(rows, tokenizer, max_length=256)
+        for row, example in zip(rows, data, strict=True):
+            unpaired = to_unpaired(row)
+            prompt_ids, reply_ids = expected_turn(
+                tokenizer, [*unpaired.prompt, unpaired.completion], len(unpaired.prompt)
+            )
+            assert (example["prompt_ids"], example["completion_ids"]) == (prompt_ids, reply_ids)
+        # Each row is trained beside its KL sequence: its prompt with the completion of the row before it in its
+        # batch (the runs below take batches of 4 in one process).
+        data = with_kl_completions(data, group_size=4)
+        return frozenset(
+            fingerprint(
+                input_ids=e["prompt_ids"] + e["completion_ids"], KL_input_ids=e["prompt_ids"] + e["KL_completion_ids"]
+            )
+            for e in data
+        )
     if stage == "pt":
         # The oracle is the tokenizer's own call: its BOS where it adds one (Mistral), none where it adds none (Qwen3),
         # then EOS, which pt appends to every document.

@@ -78,6 +78,7 @@ STAGES: dict[str, StageEntry] = {
         StageEntry("value", config="alignment.value.config:ValueConfig", unit="alignment.value.stage:ValueStage"),
         StageEntry("grpo", config="alignment.grpo.config:GRPOConfig", unit="alignment.grpo.stage:GRPOStage"),
         StageEntry("pt", config="alignment.pt.config:PTConfig", unit="alignment.pt.stage:PTStage"),
+        StageEntry("kto", config="alignment.kto.config:KTOConfig", unit="alignment.kto.stage:KTOStage"),
     )
 }
 

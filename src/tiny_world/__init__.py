@@ -14,7 +14,7 @@ Every assistant turn must be learned (the greeting reply and the sum), so a loss
 turn, as a completion-only collator does, leaves the greeting reply untrained and shows up in held-out loss.
 Held-out chats use operand pairs never seen in training, so held-out accuracy measures addition, not recall.
 
-    arithmetic  the chats, the style flaw, preference pairs, and the rule `answer_is_correct`
+    arithmetic  the chats, the style flaw, preference pairs, their unpaired (KTO) rows, the rule `answer_is_correct`
     steps       step traces for value models
     chains      chained additions of 3-5 steps, the task of value-guided search (`alignment.search`)
     build       tokenizer, model, `build_tiny_world` and the split writers
@@ -32,10 +32,12 @@ from tiny_world.arithmetic import (
     preference_rows,
     sum_is_correct,
     text_rows,
+    unpaired_rows,
     with_style_flaw,
     wrong_answer,
 )
 from tiny_world.build import (
+    KTO_DESIRABLE_SHARE,
     NUM_TRAIN_ROWS,
     TEACHER_FLAW_SHARE,
     build_model,
@@ -59,6 +61,7 @@ from tiny_world.evaluation import arithmetic_accuracy, evaluate, held_out_loss
 from tiny_world.steps import addition_trace, step_rows
 
 __all__ = [
+    "KTO_DESIRABLE_SHARE",
     "NUM_TRAIN_ROWS",
     "STYLE_FLAW",
     "TEACHER_FLAW_SHARE",
@@ -84,6 +87,7 @@ __all__ = [
     "step_correctness",
     "step_rows",
     "text_rows",
+    "unpaired_rows",
     "value_rows",
     "write_base",
     "with_style_flaw",

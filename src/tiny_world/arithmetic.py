@@ -98,6 +98,20 @@ def preference_rows(pairs: list[tuple[int, int]], n: int, seed: int, *, rejectio
     return rows
 
 
+def unpaired_rows(pairs: list[dict], desirable_share: float, seed: int) -> list[dict]:
+    """TRL unpaired (KTO) rows from `preference_rows`: one reply per prompt, the chosen one labelled desirable on
+    exactly `round(desirable_share * len(pairs))` rows chosen by `seed`, the rejected one undesirable on the rest."""
+    desirable = set(random.Random(seed).sample(range(len(pairs)), round(desirable_share * len(pairs))))
+    return [
+        {
+            "prompt": pair["prompt"],
+            "completion": pair["chosen" if index in desirable else "rejected"],
+            "label": index in desirable,
+        }
+        for index, pair in enumerate(pairs)
+    ]
+
+
 def asked_operands(prompt_messages: list[dict[str, str]]) -> tuple[int, int]:
     """The two operands of the sum that the last user turn asks for."""
     a, b = map(int, re.findall(r"\d+", prompt_messages[-1]["content"])[:2])

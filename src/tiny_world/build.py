@@ -15,7 +15,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from alignment.chat.templates import load_chat_template
-from tiny_world.arithmetic import arithmetic_rows, operand_pairs, preference_rows, text_rows, with_style_flaw
+from tiny_world.arithmetic import (
+    arithmetic_rows,
+    operand_pairs,
+    preference_rows,
+    text_rows,
+    unpaired_rows,
+    with_style_flaw,
+)
 from tiny_world.steps import step_rows
 
 logger = logging.getLogger(__name__)
@@ -96,6 +103,9 @@ TEACHER_FLAW_SHARE = 0.8
 # Training rows of the SFT chats and the preference pairs (the value traces keep `write_step_data`'s 2,000): enough
 # to cover nearly all 8,100 training operand pairs, so the dSFT model learns to add rather than memorise.
 NUM_TRAIN_ROWS = 8000
+# Share of desirable rows in the KTO data: real feedback is unbalanced, and 1:4 is the imbalance the KTO paper's
+# weights rule is for.
+KTO_DESIRABLE_SHARE = 0.2
 # Layers of the search demo's value body, whose head reads the LM's likelihood (`value_reads_likelihood`): deeper
 # than the 4-layer policy, whose LM slips where the policy does.
 VALUE_BODY_LAYERS = 8
@@ -118,6 +128,8 @@ def build_tiny_world(
                        preferred replies instead of DPO (Zephyr's Table 3 ablation, `benchmarks/evidence.py`)
         value/         step traces with per-step Q (see `step_rows`)
         pt/            the clean chats as raw-text documents (`text_rows`): the pt stage's data
+        kto/           the DPO pairs unpaired (`unpaired_rows`): one reply per prompt, the clean one desirable on
+                       `KTO_DESIRABLE_SHARE` of rows, the flawed one undesirable on the rest
 
     Train and test draw operands from disjoint pairs (`operand_pairs`), so held-out numbers measure generalisation.
     """
@@ -147,6 +159,8 @@ def build_tiny_world(
     write_jsonl_splits(output_dir / "sft_chosen", chosen)
     write_step_data(output_dir / "value", seed=seed)
     write_jsonl_splits(output_dir / "pt", {split: text_rows(rows) for split, rows in sft.items()})
+    kto = {split: unpaired_rows(rows, KTO_DESIRABLE_SHARE, seed + 6) for split, rows in pairs["dpo"].items()}
+    write_jsonl_splits(output_dir / "kto", kto)
 
     write_base(output_dir / "base", sft["train"], seed=seed)
     write_base(output_dir / "value_base", sft["train"], seed=seed, num_layers=VALUE_BODY_LAYERS)

@@ -26,7 +26,7 @@ from ..conftest import REPO
 PACKAGE = REPO / "src" / "alignment"
 TOP_LEVEL_MODULES = {"__init__", "stages", "pipeline", "evaluation", "inspect"}
 LOWER_LAYERS = {"chat", "data"}  # know nothing of recipes, the runtime or stages
-STAGE_PACKAGES = {"sft", "dpo", "reward", "value", "grpo", "pt", "search"}
+STAGE_PACKAGES = {"sft", "dpo", "reward", "value", "grpo", "pt", "kto", "search"}
 # What each layer must not import (a package of the first level of `alignment`, or a top-level module).
 FORBIDDEN = {
     "chat": {"data", "recipes", "runtime", *STAGE_PACKAGES, *TOP_LEVEL_MODULES - {"__init__"}},

@@ -42,9 +42,11 @@ from datasets import Dataset, Features, Json, List, Value
 from alignment.chat.templates import ChatTemplateError
 from alignment.data.formats import (
     CHAT_FORMATS,
+    DETECTED_UNPAIRED_FORMATS,
     PREFERENCE_FORMATS,
     PROMPT_FORMATS,
     SHAREGPT_TAGS,
+    UNPAIRED_FORMATS,
     DataFormat,
     messages_chat,
 )
@@ -69,10 +71,14 @@ class Target:
     formats: tuple[DataFormat, ...]
     # Columns a converted row has when its source has them; a mixture adds them as null to sources without them.
     optional: tuple[str, ...] = ()
-    # How a converted row's columns are stored: chats as JSON (`CHAT`), documents as strings.
+    # How a converted row's columns are stored: chats as JSON (`CHAT`), documents as strings; `features` names the
+    # columns stored otherwise (a label as a bool).
     feature: Any = field(default_factory=lambda: CHAT)
+    features: dict[str, Any] = field(default_factory=dict)
     # The formats detection may choose from a source's columns; None: every format. Others need `format:`.
     detected: tuple[str, ...] | None = None
+    # Why a format detection leaves out is read only on request: said when a source's columns are that format's.
+    on_request: str = ""
 
     def format_named(self, name: str) -> DataFormat | None:
         return next((format_ for format_ in self.formats if format_.name == name), None)
@@ -111,7 +117,7 @@ class SourceFormat:
         kept = self._kept_columns(dataset, columns, where)
         features = Features(
             {
-                **{column: self.target.feature for column in columns},
+                **{column: self.target.features.get(column, self.target.feature) for column in columns},
                 **{column: dataset.features[column] for column in kept},
                 PROBLEM_COLUMN: _PROBLEM,
             }
@@ -119,6 +125,7 @@ class SourceFormat:
         return dataset.map(
             self._convert_batch,
             batched=True,
+            with_indices=True,
             batch_size=_BATCH,
             remove_columns=dataset.column_names,
             features=features,
@@ -139,17 +146,27 @@ class SourceFormat:
             )
         return kept
 
-    def _convert_batch(self, batch: dict[str, list], columns: list[str], kept: list[str]) -> dict[str, list]:
+    def _convert_batch(
+        self, batch: dict[str, list], indices: list[int], columns: list[str], kept: list[str]
+    ) -> dict[str, list]:
+        """Each source row as its converted rows (one, or `rows_per_row` for a format that unpairs), or as one row
+        holding its problem; where rows multiply, the problem names its source row, since indices no longer match."""
         out: dict[str, list] = {column: [] for column in (*columns, *kept, PROBLEM_COLUMN)}
-        for values in zip(*batch.values(), strict=True):
+        for index, values in zip(indices, zip(*batch.values(), strict=True), strict=True):
             source_row = dict(zip(batch, values, strict=True))
-            row = self.format.convert(source_row, self.columns, self.tags)
-            problem = row if isinstance(row, RowProblem) else None
-            for column in columns:
-                out[column].append(None if problem is not None else row.get(column))
-            for column in kept:
-                out[column].append(source_row[column])
-            out[PROBLEM_COLUMN].append(None if problem is None else {"kind": problem.kind, "message": str(problem)})
+            converted = self.format.convert(source_row, self.columns, self.tags)
+            problem = converted if isinstance(converted, RowProblem) else None
+            if problem is not None and self.format.rows_per_row > 1:
+                problem = RowProblem(problem.kind, f"source row {index}: {problem}")
+            rows = [None] if problem is not None else converted if self.format.rows_per_row > 1 else [converted]
+            for row in rows:
+                for column in columns:
+                    out[column].append(None if row is None else row.get(column))
+                for column in kept:
+                    out[column].append(source_row[column])
+                out[PROBLEM_COLUMN].append(
+                    None if problem is None else {"kind": problem.kind, "message": str(problem)}
+                )
         return out
 
 
@@ -163,6 +180,16 @@ TARGETS = (
     Target("SFT", ("messages",), ("messages",), CHAT_FORMATS, optional=("tools",)),
     Target("preference (DPO, reward)", ("chosen", "rejected"), ("prompt", "chosen", "rejected"), PREFERENCE_FORMATS),
     Target("prompt (GRPO)", ("prompt",), ("prompt",), PROMPT_FORMATS),
+    Target(
+        "unpaired preference (KTO)",
+        ("prompt", "completion", "label"),
+        ("prompt", "completion", "label"),
+        UNPAIRED_FORMATS,
+        features={"label": Value("bool")},
+        detected=DETECTED_UNPAIRED_FORMATS,
+        on_request="a pair becomes two unpaired rows, its chosen reply with label true and its rejected one with "
+        "label false, only when asked, so that no pair is split silently",
+    ),
 )
 
 
@@ -226,6 +253,15 @@ def resolve_format(
         found = [f for f in found if not any(set(f.identified_by) < set(g.identified_by) for g in found)]
         if len(found) > 1:
             found = [f for f in found if not f.fallback]
+        requested = [
+            f for f in target.formats if f not in detected and all(column in columns for column in f.identified_by)
+        ]
+        if not found and requested and target.on_request:
+            raise DataError(
+                f"{where}: its columns ({', '.join(columns)}) are those of format '{requested[0].name}', which the "
+                f"{target.stage} rows are read from only when its entry names it ({target.on_request}). Set "
+                f"`format: {requested[0].name}` in its entry of the list form of `dataset_mixer`."
+            )
         if len(found) != 1:
             what = (
                 f"its columns match more than one {target.stage} format: {', '.join(f.name for f in found)}"

@@ -37,6 +37,15 @@ the examples are one JSON line each:
   answer (`alignment.runtime.rules`). Detected only when no other format matches (a preference row has a `prompt`
   column too).
 
+* `unpaired` (KTO, TRL's unpaired preference form; canonical, kept as read): roles `prompt`, `completion`, `label`.
+  `{"prompt": "2 + 2?", "completion": "4", "label": true}`, or prompt and completion as message lists; `label` says
+  whether the completion is desirable (thumbs up) or not.
+* `sharegpt` and `alpaca` for KTO: LLaMA-Factory's KTO forms, the SFT row plus a `kto_tag` boolean column; the last
+  assistant turn is the completion it labels, the turns before it the prompt.
+* `unpaired_preference`, `unpaired_sharegpt_preference`, `unpaired_alpaca_preference` (KTO, read only when a source's
+  entry names them): a preference format's pair as two unpaired rows, the chosen reply with label true and the
+  rejected one with label false. Pairs are never split unless asked: their columns alone are no KTO format.
+
 GRPO reads the prompt turns of any of these (`PROMPT_FORMATS`): a chat's turns before its last assistant reply, a
 pair's prompt, a prompt-only row's prompt; the formats of pairs are named `sharegpt_preference` and
 `alpaca_preference` there.
@@ -83,6 +92,8 @@ class DataFormat:
     convert: Converter | None = None
     keeps_other_columns: bool = False  # the converted row keeps the source's columns that no role reads
     fallback: bool = False  # detected only when no other format matches the source's columns
+    # The converter returns a list of this many rows per source row (a pair unpaired into two); a refused row is one.
+    rows_per_row: int = 1
 
     @property
     def identified_by(self) -> tuple[str, ...]:
@@ -383,6 +394,98 @@ PREFERENCE_FORMATS = (
 )
 
 
+# Unpaired preferences (KTO)
+
+
+def _kto_label(value: Any, column: str) -> bool | RowProblem:
+    """A row's label (TRL's `label`, LLaMA-Factory's `kto_tag`): true for a desirable completion, false otherwise."""
+    if isinstance(value, bool):
+        return value
+    return RowProblem("malformed label", f"{column} is {describe(value)}, expected true or false")
+
+
+def _kto_tagged(to_chat: Converter) -> Converter:
+    """LLaMA-Factory's KTO form of a chat format: the chat's last turn, an assistant reply, is the completion that
+    `kto_tag` labels, the turns before it the prompt.
+
+    {"conversations": [{"from": "human", "value": "2 + 2?"}, {"from": "gpt", "value": "5"}], "kto_tag": false}
+    -> {"prompt": [{"role": "user", "content": "2 + 2?"}], "completion": [{"role": "assistant", "content": "5"}],
+        "label": false}
+    """
+
+    def convert(row: dict, columns: dict[str, str], tags: dict[str, str]) -> dict | RowProblem:
+        chat = to_chat(row, columns, tags)
+        if isinstance(chat, RowProblem):
+            return chat
+        label = _kto_label(row.get(columns["kto_tag"]), columns["kto_tag"])
+        if isinstance(label, RowProblem):
+            return label
+        messages = chat["messages"]
+        if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "assistant":
+            return RowProblem(
+                "malformed completion", "the chat must end with the assistant reply that its kto_tag labels"
+            )
+        return {"prompt": messages[:-1], "completion": messages[-1:], "label": label}
+
+    return convert
+
+
+def _unpaired(to_pair_row: Converter | None) -> Converter:
+    """A preference format's converter, then the pair as two unpaired rows: chosen (label true), rejected (false)."""
+
+    def convert(row: dict, columns: dict[str, str], tags: dict[str, str]) -> list[dict] | RowProblem:
+        canonical = to_pair_row(row, columns, tags) if to_pair_row else {r: row[c] for r, c in columns.items()}
+        pair = canonical if isinstance(canonical, RowProblem) else to_pair(canonical)
+        if isinstance(pair, RowProblem):
+            return pair
+        return [
+            {"prompt": pair.prompt, "completion": [reply], "label": label}
+            for reply, label in ((pair.chosen, True), (pair.rejected, False))
+        ]
+
+    return convert
+
+
+UNPAIRED_FORMATS = (
+    DataFormat(
+        "unpaired",
+        {"prompt": "prompt", "completion": "completion", "label": "label"},
+        ("prompt", "completion", "label"),
+    ),
+    DataFormat(
+        "sharegpt",
+        {"messages": "conversations", "system": "system", "kto_tag": "kto_tag"},
+        ("messages", "kto_tag"),
+        _kto_tagged(_sharegpt_chat),
+    ),
+    DataFormat(
+        "alpaca",
+        {
+            "prompt": "instruction",
+            "query": "input",
+            "response": "output",
+            "history": "history",
+            "system": "system",
+            "kto_tag": "kto_tag",
+        },
+        ("prompt", "response", "kto_tag"),
+        _kto_tagged(_alpaca_chat),
+    ),
+    *(
+        DataFormat(
+            f"unpaired_{f.name}" if f.convert is None else f"unpaired_{f.name}_preference",
+            f.columns,
+            f.needs,
+            _unpaired(f.convert),
+            rows_per_row=2,
+        )
+        for f in PREFERENCE_FORMATS
+    ),
+)
+# The KTO formats a source's columns select; the others split pairs, only when its entry names them.
+DETECTED_UNPAIRED_FORMATS = ("unpaired", "sharegpt", "alpaca")
+
+
 # Prompts (GRPO)
 
 
@@ -457,6 +560,8 @@ __all__ = [
     "PROMPT_FORMATS",
     "SHAREGPT_COLUMNS",
     "SHAREGPT_TAGS",
+    "DETECTED_UNPAIRED_FORMATS",
+    "UNPAIRED_FORMATS",
     "DataFormat",
     "chat_tools",
     "messages_chat",

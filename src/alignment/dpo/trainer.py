@@ -8,39 +8,29 @@ length-averaged log-probs), calls the loss, and logs the implicit rewards `beta 
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import pyarrow.compute as pc
 import torch
 import trl
-from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 
 from alignment.dpo.config import DPOConfig
 from alignment.dpo.losses import LossInputs
-from alignment.dpo.reference import (
-    no_reference_model_loaded,
-    read_ref_logps,
-    ref_logps_cache_key,
-    ref_logps_cache_path,
-    write_ref_logps,
-)
+from alignment.dpo.reference import REF_LOGPS_TENSORS, no_reference_model_loaded, ref_logps_cache_key
+from alignment.runtime.reference import CachedReferenceLogpsMixin
 from alignment.runtime.reliability import CrashSafeTrainerMixin
 from alignment.runtime.samplers import PairGroupedSamplerMixin
-
-logger = logging.getLogger(__name__)
 
 REWARD_METRIC_PREFIX = "rewards/"
 
 
-class PreferenceTrainer(CrashSafeTrainerMixin, PairGroupedSamplerMixin, trl.DPOTrainer):
+class PreferenceTrainer(CrashSafeTrainerMixin, CachedReferenceLogpsMixin, PairGroupedSamplerMixin, trl.DPOTrainer):
     """TRL's `DPOTrainer` on already tokenized pairs (`tokenize_preferences`), with the handbook's additions:
 
     * `orpo`, `simpo`, `kto_pair` and conservative DPO, computed by `alignment.dpo.losses` (TRL computes the
       rest), and `pref_ftx` as TRL's `sft` term (token-mean NLL of the chosen replies) added with that weight;
     * no reference model loaded for reference-free losses;
-    * reference log-probs cached on disk across runs (`precompute_ref_log_probs`); `reference_forward_passes` counts
-      the reference forward passes (batches) this trainer ran;
+    * reference log-probs cached on disk across runs (`precompute_ref_log_probs`, `CachedReferenceLogpsMixin`);
     * at evaluation before the first step, the reference is the policy itself, so every implicit reward is 0: the
       `rewards/*` metrics are dropped then instead of logging an accuracy of 0.
 
@@ -51,7 +41,6 @@ class PreferenceTrainer(CrashSafeTrainerMixin, PairGroupedSamplerMixin, trl.DPOT
         config: DPOConfig = kwargs["args"]
         if not isinstance(config, DPOConfig):
             raise TypeError(f"PreferenceTrainer needs alignment.dpo.DPOConfig, got {type(config).__name__}")
-        self.reference_forward_passes = 0
         with no_reference_model_loaded() if config.is_reference_free else contextlib.nullcontext():
             super().__init__(*args, **kwargs)
         if config.computes_own_loss and self.aux_loss_enabled:
@@ -85,37 +74,11 @@ class PreferenceTrainer(CrashSafeTrainerMixin, PairGroupedSamplerMixin, trl.DPOT
             widths.extend(pc.add(pc.list_value_length(table["prompt_ids"]), reply).to_pylist())
         return widths
 
-    def compute_ref_log_probs(self, model, inputs):
-        self.reference_forward_passes += 1
-        return super().compute_ref_log_probs(model, inputs)
+    def ref_logps_tensors(self) -> dict[str, str]:
+        return REF_LOGPS_TENSORS
 
-    def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
-        """TRL's one-pass precomputation, behind an on-disk cache keyed by `ref_logps_cache_key`."""
-        key = ref_logps_cache_key(dataset, self.args, self._precompute_model_hash, self._tokenizer.chat_template)
-        path = ref_logps_cache_path(key, self.args.ref_logps_cache_dir)
-        hit = [path.is_file()]
-        broadcast_object_list(hit, from_process=0)
-        if hit[0]:
-            logger.info(
-                "Reference log-probs for %s (%d pairs) read from %s: no reference forward pass",
-                name,
-                len(dataset),
-                path,
-            )
-            return read_ref_logps(path, dataset)
-        passes = self.reference_forward_passes
-        computed = super()._precompute_ref_logps(dataset, name, batch_size)
-        if self.accelerator.is_main_process:
-            write_ref_logps(path, computed, key)
-            logger.info(
-                "Reference log-probs for %s (%d pairs, %d forward passes) cached in %s",
-                name,
-                len(dataset),
-                self.reference_forward_passes - passes,
-                path,
-            )
-        self.accelerator.wait_for_everyone()
-        return computed
+    def ref_logps_cache_key(self, dataset: Dataset) -> dict:
+        return ref_logps_cache_key(dataset, self.args, self._precompute_model_hash, self._tokenizer.chat_template)
 
     def _reference_logps(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if self.precompute_ref_logps:

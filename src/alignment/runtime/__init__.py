@@ -8,6 +8,8 @@
 - `reliability`: crash-safe checkpoints (manifests), finished runs, `output_dir` checks and its lock, the
   finite-loss check.
 - `preemption`: SIGTERM and SIGINT finish the step, save a checkpoint there, and stop with one line (exit 75).
+- `reference`: the frozen reference of DPO and KTO (the copy, or none with LoRA) and the on-disk cache of its
+  log-probs across runs.
 - `samplers`: preference pairs batched by length. `plots`: the curves written beside a model.
 - `rules`: a user's `module:function` judge of a reply.
 - `private_hooks`: every private TRL/transformers name we override, call or read, checked against the installed

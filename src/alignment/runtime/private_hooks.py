@@ -65,11 +65,11 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         name="_precompute_ref_logps",
         parameters=("dataset", "name", "batch_size"),
         use="overrides",
-        used_by=("alignment.dpo.trainer.PreferenceTrainer", "benchmarks.measure.MeteredTrainerMixin"),
+        used_by=("alignment.runtime.reference.CachedReferenceLogpsMixin", "benchmarks.measure.MeteredTrainerMixin"),
         why=(
-            "PreferenceTrainer puts TRL's one-pass precomputation behind the on-disk reference log-prob cache; the "
-            "benchmarks time it per split. Renamed, every run recomputes the reference pass, and the benchmarks "
-            "report no reference-pass time."
+            "CachedReferenceLogpsMixin puts TRL's one-pass precomputation behind the on-disk reference log-prob "
+            "cache; the benchmarks time it per split. Renamed, every run recomputes the reference pass, and the "
+            "benchmarks report no reference-pass time."
         ),
     ),
     PrivateHook(
@@ -172,6 +172,41 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
             "`generation/share_of_time` and `generation/completion_tokens_per_s`; renamed, both vanish from the log."
         ),
     ),
+    PrivateHook(
+        owner="trl.KTOTrainer",
+        name="_prepare_dataset",
+        parameters=("dataset", "processing_class", "args", "dataset_name"),
+        use="overrides",
+        used_by=("alignment.kto.trainer.UnpairedPreferenceTrainer",),
+        why=(
+            "Rows arrive tokenized and truncated by `tokenize_unpaired`; TRL's own tokenization is skipped and only "
+            "the KL completions are added (per global micro-batch)."
+        ),
+    ),
+    PrivateHook(
+        owner="trl.KTOTrainer",
+        name="_precompute_ref_logps",
+        parameters=("dataset", "name", "batch_size"),
+        use="overrides",
+        used_by=("alignment.runtime.reference.CachedReferenceLogpsMixin", "benchmarks.measure.MeteredTrainerMixin"),
+        why="As DPOTrainer's: the one-pass precomputation behind the on-disk reference log-prob cache.",
+    ),
+    PrivateHook(
+        owner="trl.KTOTrainer",
+        name="_tokenizer",
+        parameters=None,
+        use="reads",
+        used_by=("alignment.kto.trainer.UnpairedPreferenceTrainer",),
+        why="Its chat template is hashed into the key of the reference log-prob cache (`ref_logps_cache_key`).",
+    ),
+    PrivateHook(
+        owner="trl.KTOTrainer",
+        name="_precompute_model_hash",
+        parameters=None,
+        use="reads",
+        used_by=("alignment.kto.trainer.UnpairedPreferenceTrainer",),
+        why="TRL's hash of the reference weights, part of the key of the reference log-prob cache.",
+    ),
     # Each of these trainers defines its own `_save_checkpoint`; ValueTrainer subclasses `Trainer` directly.
     *(
         PrivateHook(
@@ -185,6 +220,7 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         for owner in (
             "trl.SFTTrainer",
             "trl.DPOTrainer",
+            "trl.KTOTrainer",
             "trl.RewardTrainer",
             "trl.GRPOTrainer",
             "transformers.Trainer",

@@ -10,13 +10,14 @@ import pytest
 import transformers
 
 from alignment.runtime.private_hooks import PRIVATE_HOOKS, defines, hook_problems, parameter_names, resolve
+from alignment.runtime.reference import CachedReferenceLogpsMixin
 from alignment.runtime.reliability import CrashSafeTrainerMixin
 from alignment.runtime.samplers import PairGroupedSamplerMixin
 from alignment.stages import STAGES
 from benchmarks.measure import MeteredTrainerMixin, metered
 
 TRAINERS = tuple(entry.stage.trainer_class for entry in STAGES.values())  # every stage's trainer
-MIXINS = (CrashSafeTrainerMixin, PairGroupedSamplerMixin, MeteredTrainerMixin)
+MIXINS = (CrashSafeTrainerMixin, CachedReferenceLogpsMixin, PairGroupedSamplerMixin, MeteredTrainerMixin)
 # A mixin has no library base of its own: it is checked in every class it is mixed into, here each trainer, and
 # each trainer with the benchmarks' meter in front.
 METERED = tuple(metered(trainer) for trainer in TRAINERS)
