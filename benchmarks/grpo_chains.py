@@ -118,8 +118,8 @@ def section(figures: dict[int, dict], command: str) -> str:
     lines = [
         TITLE,
         "",
-        f"`{command}` (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}; {os.cpu_count()} cores). From the same dSFT "
-        "policy, GRPO trains on the iteration's self-training prompts for "
+        f"`{command}` (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}; {os.cpu_count()} cores). From "
+        "the same dSFT policy, GRPO trains on the iteration's self-training prompts for "
         f"{spread([f['grpo_steps'] for f in per_seed], '{:.0f}')} steps of {COMPLETIONS_PER_STEP} completions: the "
         "policy tokens the iteration's training search generated. Held-out: greedy on the 200 chains of "
         "`prompts/test.jsonl`; accuracy = final answer right. Median (min-max) over seeds.",

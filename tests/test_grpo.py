@@ -107,6 +107,21 @@ def test_a_prompt_source_without_prompt_turns_is_one_message(teacher_world, tmp_
     assert "row 0" in result.stderr
 
 
+def stage_trainer(model, teacher_world, tmp_path, *extra: str):
+    """The recipe, tokenizer, data and trainer the GRPO stage builds in this process, on 1% of the teacher's chats."""
+    recipe = STAGES["grpo"].parse(
+        [
+            TINY_GRPO,
+            *["--model_name_or_path", str(model), "--output_dir", str(tmp_path / "out")],
+            *["--dataset_mixer", json.dumps({str(teacher_world / "sft_teacher"): 0.01}), *extra],
+        ]
+    )
+    stage = STAGES["grpo"].stage
+    tokenizer = stage.start(recipe)
+    data = stage.load_data(recipe, tokenizer)
+    return recipe, tokenizer, data, stage.build_trainer(recipe, tokenizer, data, stage.load_model(recipe, tokenizer))
+
+
 RECORDED: list[str] = []
 
 
@@ -121,17 +136,9 @@ def test_completion_masks_and_rewards_see_exactly_the_generated_ids(sft_model, t
     and including the template's end of turn (what the policy's log-probs are taken over), and the reward is given
     the text of exactly those ids."""
     rule = {"kind": "rule", "path": f"{__name__}:recording_rule"}
-    recipe = STAGES["grpo"].parse(
-        [
-            TINY_GRPO,
-            *["--model_name_or_path", str(sft_model), "--output_dir", str(tmp_path / "out"), "--rewards"],
-            *[json.dumps([rule]), "--dataset_mixer", json.dumps({str(teacher_world / "sft_teacher"): 0.01})],
-        ]
+    recipe, tokenizer, data, trainer = stage_trainer(
+        sft_model, teacher_world, tmp_path, "--rewards", json.dumps([rule])
     )
-    stage = STAGES["grpo"].stage
-    tokenizer = stage.start(recipe)
-    data = stage.load_data(recipe, tokenizer)
-    trainer = stage.build_trainer(recipe, tokenizer, data, stage.load_model(recipe, tokenizer))
     trainer.model.train()
     RECORDED.clear()
     rows = [data.splits["train"][index] for index in range(4) for _ in range(8)]  # 4 prompts x 8, as TRL samples
@@ -155,3 +162,25 @@ def test_completion_masks_and_rewards_see_exactly_the_generated_ids(sft_model, t
     rewards = torch.tensor([float(len(reply)) for reply in RECORDED]).view(4, 8)
     expected = (rewards - rewards.mean(dim=1, keepdim=True)) / (rewards.std(dim=1, keepdim=True) + 1e-4)
     assert torch.allclose(batch["advantages"].view(4, 8), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "extra, reference",
+    [
+        (["--beta", "0"], "none"),  # no KL term: no reference is loaded
+        (["--beta", "0.1"], "copy"),  # full fine-tuning: a copy of the starting policy, never stepped
+        (["--beta", "0.1", "--use_peft", "true", "--lora_target_modules", "all-linear"], "adapter_disabled"),
+    ],
+)
+def test_the_reference_is_what_beta_and_lora_ask_for(teacher_world, tmp_path, extra, reference):
+    """As in DPO: with LoRA the reference is the base with the adapter disabled (no second model), with `beta: 0`
+    none is loaded, else a copy of the starting weights."""
+    *_, trainer = stage_trainer(teacher_world / "base", teacher_world, tmp_path, *extra)
+    is_peft = hasattr(trainer.model, "disable_adapter")
+    if reference == "copy":
+        assert trainer.ref_model is not None and not is_peft
+        start = trainer.model.state_dict()
+        assert all(torch.equal(v, start[k]) for k, v in trainer.ref_model.state_dict().items())
+    else:
+        assert trainer.ref_model is None
+        assert is_peft == (reference == "adapter_disabled")

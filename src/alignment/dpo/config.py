@@ -18,7 +18,7 @@ from alignment.dpo.losses import (
     REFERENCE_FREE_LOSS_TYPES,
     PreferenceLoss,
 )
-from alignment.recipes.arguments import StageTrainingArguments
+from alignment.recipes.arguments import ReferenceCacheArguments, StageTrainingArguments
 
 
 def _loss_type_help() -> str:
@@ -36,7 +36,7 @@ def _loss_type_help() -> str:
 
 
 @dataclass
-class DPOConfig(StageTrainingArguments, trl.DPOConfig):
+class DPOConfig(StageTrainingArguments, ReferenceCacheArguments, trl.DPOConfig):
     """TRL's `DPOConfig` plus what the Zephyr recipe and LLaMA-Factory's DPO workflow need and TRL 1.16 dropped.
 
     `loss_type` is one loss, or several of TRL's combined with `loss_weights` (MPO). `pref_ftx` is the one knob for
@@ -67,13 +67,6 @@ class DPOConfig(StageTrainingArguments, trl.DPOConfig):
         default=0.5,
         metadata={
             "help": "Target reward margin γ of the `simpo` loss (the SimPO paper uses 0.5 to 1.6 with β 2-2.5)."
-        },
-    )
-    ref_logps_cache_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of the on-disk cache of reference log-probs (`precompute_ref_log_probs: true`). None: "
-            "`$HF_HOME/alignment/ref_logps`, shared by every run of this machine, so re-runs and sweeps reuse it."
         },
     )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import trl
 
-from alignment.recipes.arguments import StageTrainingArguments
+from alignment.recipes.arguments import ReferenceCacheArguments, StageTrainingArguments
 
 # The KTO paper (Ethayarajh et al. 2024, eq. 8) keeps desirable_weight * n_desirable / (undesirable_weight *
 # n_undesirable) in [1, 4/3]; the rule below sets it to 1, the balanced end of that band.
@@ -37,7 +37,7 @@ def balance_ratio(desirable: int, undesirable: int, desirable_weight: float, und
 
 
 @dataclass
-class KTOConfig(StageTrainingArguments, trl.KTOConfig):
+class KTOConfig(StageTrainingArguments, ReferenceCacheArguments, trl.KTOConfig):
     """TRL's `KTOConfig` (`loss_type`: `kto` or `apo_zero_unpaired`), with the reference log-prob cache of DPO and
     weights that balance the labels of the training split unless the recipe sets them."""
 
@@ -55,13 +55,6 @@ class KTOConfig(StageTrainingArguments, trl.KTOConfig):
         metadata={
             "help": "Weight of the loss of undesirable (label false) completions. None: 1, or chosen by the rule of "
             "`desirable_weight` when only that one is set."
-        },
-    )
-    ref_logps_cache_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of the on-disk cache of reference log-probs (`precompute_ref_log_probs: true`). None: "
-            "`$HF_HOME/alignment/ref_logps`, shared by every run of this machine, so re-runs and sweeps reuse it."
         },
     )
 

@@ -189,6 +189,20 @@ class OutputDirArguments:
     )
 
 
+@dataclass
+class ReferenceCacheArguments:
+    """Mixed into the configs of stages that score a frozen reference (DPO, KTO): where its log-probs are cached
+    (`alignment.runtime.reference`)."""
+
+    ref_logps_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the on-disk cache of reference log-probs (`precompute_ref_log_probs: true`). None: "
+            "`$HF_HOME/alignment/ref_logps`, shared by every run of this machine, so re-runs and sweeps reuse it."
+        },
+    )
+
+
 def use_cpu_without_accelerator(config: TrainingArguments) -> None:
     """Train on the CPU when the machine has no accelerator, whatever the recipe says.
 
