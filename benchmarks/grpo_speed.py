@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.report import machine_lines, with_sections_replaced  # noqa: E402
+from benchmarks.search import spread  # noqa: E402
 
 RECIPE = REPO_ROOT / "recipes" / "tiny" / "grpo" / "config.yaml"
 RULE = "tiny_world.arithmetic:answer_is_correct"
@@ -145,9 +146,8 @@ def main() -> None:
     ]
     for name, runs in results.items():
         cells = [
-            " (".join([f"{statistics.median(values):{fmt}}", f"{min(values):{fmt}}-{max(values):{fmt}})"])
-            for key, fmt in (("completion_tokens_per_s", ",.0f"), ("mean_length", ".2f"), ("reward", ".3f"))
-            for values in [[run[key] for run in runs]]
+            spread([run[key] for run in runs], fmt)
+            for key, fmt in (("completion_tokens_per_s", "{:,.0f}"), ("mean_length", "{:.2f}"), ("reward", "{:.3f}"))
         ]
         runtime = statistics.median(run["train_runtime"] for run in runs)
         lines.append(f"| {'`run_grpo.py`' if name == 'ours' else 'plain TRL'} | {' | '.join(cells)} | {runtime:.1f} |")

@@ -59,7 +59,8 @@ def check_rule(rule: Rule, path: str, key: str, prompt: list[dict[str, str]], ro
     """Call `rule` once, on `prompt` (with the columns it reads of its `row`) and a dummy reply, before any model
     generates: a rule of the wrong signature, one that raises, or one that returns something other than a bool or a
     number is a `RecipeError` naming `key`, instead of an error after minutes of generation."""
-    columns = {name: value for name, value in (row or {}).items() if name in row_columns_read(rule)}
+    read = row_columns_read(rule)
+    columns = {name: value for name, value in (row or {}).items() if name in read}
     try:
         inspect.signature(rule).bind(prompt, "", **columns)
     except TypeError as err:
