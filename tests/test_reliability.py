@@ -10,9 +10,16 @@ import subprocess
 
 import pytest
 import torch
+import yaml
 
 from alignment.runtime.preemption import PREEMPTED_EXIT_STATUS
-from alignment.runtime.reliability import FINISHED_NAME, LOCK_NAME, MANIFEST_NAME, checkpoint_problem
+from alignment.runtime.reliability import (
+    FINISHED_NAME,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    RESOLVED_CONFIG_NAME,
+    checkpoint_problem,
+)
 from alignment.stages import STAGES
 
 from .conftest import REPO, logged_losses, probe_records, run_stage, saved_weights, stage_command
@@ -100,6 +107,10 @@ def test_a_finished_output_is_reported_complete_refused_or_overwritten(tiny_worl
     shutil.copytree(expected_dir, output_dir)
     weights = output_dir / "model.safetensors"
     before = weights.stat().st_mtime_ns
+    # A run saved before the package added a key (here `txt_documents`) used that key's default: still the same recipe
+    saved = yaml.safe_load((output_dir / RESOLVED_CONFIG_NAME).read_text())
+    del saved["txt_documents"]
+    (output_dir / RESOLVED_CONFIG_NAME).write_text(yaml.safe_dump(saved))
 
     same, _ = run_stage("sft", tiny_world, output_dir, *RUN)
     assert same.returncode == 0

@@ -41,7 +41,9 @@ def start_run(recipe: Recipe, *, chat_template_required: bool = True) -> PreTrai
     check_world_size(training_args)
     check_model_sources(model_args)  # a missing folder, an offline hub id, no tokenizer: before anything loads
     resolved = resolved_config(model_args, data_args, training_args)
-    check_output_dir(training_args.output_dir, resolved, overwrite=training_args.overwrite_output_dir)
+    defaults = recipe_defaults(model_args, data_args, training_args)
+    overwrite = training_args.overwrite_output_dir
+    check_output_dir(training_args.output_dir, resolved, overwrite=overwrite, defaults=defaults)
     log_and_save_resolved_config(training_args, resolved)
     tokenizer = load_tokenizer_with_template(model_args, data_args, training_args, required=chat_template_required)
     check_vocabulary(tokenizer, model_args)  # another model's tokenizer: before the data is tokenized with it
@@ -130,6 +132,20 @@ def resolved_config(*configs: Any) -> dict[str, Any]:
             if f.init and not f.name.startswith("_"):
                 resolved[f.name] = _plain(getattr(config, f.name))
     return resolved
+
+
+def recipe_defaults(*configs: Any) -> dict[str, Any]:
+    """Every recipe key's default, for the keys that have one: a run saved before the package added a key is read as
+    having used its default (`alignment.runtime.reliability.differing_keys`)."""
+    defaults: dict[str, Any] = {}
+    for config in configs:
+        for f in dataclasses.fields(config):
+            if f.init and not f.name.startswith("_"):
+                if f.default is not dataclasses.MISSING:
+                    defaults[f.name] = _plain(f.default)
+                elif f.default_factory is not dataclasses.MISSING:
+                    defaults[f.name] = _plain(f.default_factory())
+    return defaults
 
 
 def log_and_save_resolved_config(training_args: TrainingArguments, resolved: dict[str, Any]) -> None:

@@ -153,8 +153,14 @@ def is_finished(output_dir: str | Path) -> bool:
     return Path(output_dir, FINISHED_NAME).is_file() and Path(output_dir, RESOLVED_CONFIG_NAME).is_file()
 
 
-def differing_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """`{key: (saved value, current value)}` for the keys that change what a run trains."""
+def differing_keys(
+    saved: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> dict[str, tuple[Any, Any]]:
+    """`{key: (saved value, current value)}` for the keys that change what a run trains. A key missing from the
+    saved recipe reads as its value in `defaults`: the run was saved before the package added that key, so a
+    finished run is not "another recipe" after an upgrade that only added keys."""
+    defaults = defaults or {}
+    saved = {**{key: value for key, value in defaults.items() if key in current}, **saved}
     return {
         key: (saved.get(key), current.get(key))
         for key in sorted(set(saved) | set(current))
@@ -202,7 +208,9 @@ def lock_output_dir(output_dir: str | Path) -> None:
     _HELD_LOCKS[output_dir.resolve()] = descriptor
 
 
-def check_output_dir(output_dir: str | Path, resolved: dict[str, Any], *, overwrite: bool) -> None:
+def check_output_dir(
+    output_dir: str | Path, resolved: dict[str, Any], *, overwrite: bool, defaults: dict[str, Any] | None = None
+) -> None:
     """Decide, before anything is written, what this run may do with `output_dir` (see the module doc), holding
     its lock (`lock_output_dir`) from here on.
 
@@ -235,7 +243,7 @@ def check_output_dir(output_dir: str | Path, resolved: dict[str, Any], *, overwr
             f"{output_dir} holds {what} of another stage (its recipe has {', '.join(foreign[:6])}, which this "
             "stage's has not). Point `output_dir` somewhere else: each stage writes its own folder."
         )
-    differences = differing_keys(saved, resolved) if saved is not None else {}
+    differences = differing_keys(saved, resolved, defaults) if saved is not None else {}
     if finished and not differences:
         logger.info("%s already holds this stage, finished with the same recipe: nothing to do", output_dir)
         sys.exit(0)

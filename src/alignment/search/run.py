@@ -41,7 +41,7 @@ from alignment.data.rows import DataError
 from alignment.evaluation import prompts_from_rows
 from alignment.recipes.arguments import ModelArguments
 from alignment.recipes.parser import RecipeError, RecipeParser
-from alignment.runtime.lifecycle import resolved_config
+from alignment.runtime.lifecycle import recipe_defaults, resolved_config
 from alignment.runtime.loading import load_model, model_problem
 from alignment.runtime.reliability import (
     FINISHED_NAME,
@@ -220,16 +220,17 @@ def summarize(records: list[dict], config: SearchConfig) -> dict[str, Any]:
     }
 
 
-def prepare_output_dir(args: SearchArguments, resolved: dict[str, Any]) -> None:
+def prepare_output_dir(args: SearchArguments, resolved: dict[str, Any], defaults: dict[str, Any]) -> None:
     """Refuse, replace or resume what `output_dir` holds (see the module doc); then save the resolved config."""
     output_dir = Path(args.output_dir)
-    check_output_dir(output_dir, resolved, overwrite=args.overwrite_output_dir)  # exits 0 when already complete
+    # exits 0 when already complete
+    check_output_dir(output_dir, resolved, overwrite=args.overwrite_output_dir, defaults=defaults)
     config_path = output_dir / RESOLVED_CONFIG_NAME
     if args.overwrite_output_dir:
         for name in (*OUTPUT_FILES, FINISHED_NAME):
             (output_dir / name).unlink(missing_ok=True)
     elif (output_dir / "progress.jsonl").is_file() and config_path.is_file():
-        differences = differing_keys(yaml.safe_load(config_path.read_text(encoding="utf-8")), resolved)
+        differences = differing_keys(yaml.safe_load(config_path.read_text(encoding="utf-8")), resolved, defaults)
         if differences:
             listed = "; ".join(f"{key}: {old!r} there, {new!r} now" for key, (old, new) in differences.items())
             raise OutputDirError(
@@ -271,7 +272,7 @@ def run_search(argv: list[str] | None = None) -> dict[str, Any]:
     check_rule(verifier, args.verifier, "verifier", prompts[0])  # called once, before any model generates
     resolved = resolved_config(args, config)
     logger.info("Resolved config:\n%s", yaml.safe_dump(resolved, sort_keys=True))
-    prepare_output_dir(args, resolved)
+    prepare_output_dir(args, resolved, recipe_defaults(args, config))
     step_rule = load_rule(args.step_rule, key="step_rule") if args.step_rule else None
     output = SearchOutput(args.output_dir)
     if output.records:
