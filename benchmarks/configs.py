@@ -34,6 +34,10 @@ class Settings:
     held_out_rows: int  # SFT chats for the final held-out loss, DPO and RM pairs for the final accuracy
     dpo_epochs: int = 3
     learning_rate: float = 1e-3  # a randomly initialised model this small wants a large rate
+    # "tiny": `tiny_world`'s 400-token tokenizer, a random Llama and synthetic rows (`benchmarks.data`); "qwen3":
+    # Qwen3's real 151,669-token vocabulary and template, a random Qwen3-shaped model and ShareGPT chats
+    # (`benchmarks.real_data`), where the output layer dominates the step.
+    vocabulary: str = "tiny"
 
 
 QUICK = Settings(
@@ -64,6 +68,25 @@ FULL = Settings(
 )
 
 
+# Issue #38's rows: 8 sequences of up to 512 tokens (about 4,096 positions) per step, 5 steps per run (1 warm-up),
+# hidden 256 and 2 layers, so that the 151,669 x 256 output layer is most of the model.
+REAL_VOCABULARY = Settings(
+    hidden_size=256,
+    num_layers=2,
+    max_length=512,
+    batch_size=8,
+    repeats=2,
+    warmup_steps=1,
+    sft_rows=40,
+    dpo_rows=20,
+    rm_rows=40,
+    value_rows=40,
+    held_out_rows=8,
+    dpo_epochs=1,
+    vocabulary="qwen3",
+)
+
+
 @dataclass(frozen=True)
 class Configuration:
     stage: str  # a registered stage (`alignment.stages.STAGES`)
@@ -72,6 +95,7 @@ class Configuration:
     baseline: bool = False  # plain TRL; otherwise our script's wiring with `recipe` on top of the shared settings
     recipe: dict[str, Any] = field(default_factory=dict)
     in_quick: bool = True  # also run by `--quick` (which leaves out what only separates two effects)
+    in_real_vocabulary: bool = False  # also run by `--real_vocabulary` (the plain-TRL baseline and our default)
 
     @property
     def key(self) -> str:
@@ -79,8 +103,14 @@ class Configuration:
 
 
 CONFIGURATIONS = (
-    Configuration("sft", "trl", "trl.SFTTrainer on `messages`, defaults (padded, random order)", baseline=True),
-    Configuration("sft", "padded", "run_sft.py defaults: our masks, padded, random order"),
+    Configuration(
+        "sft",
+        "trl",
+        "trl.SFTTrainer on `messages`, defaults (padded, random order)",
+        baseline=True,
+        in_real_vocabulary=True,
+    ),
+    Configuration("sft", "padded", "run_sft.py defaults: our masks, padded, random order", in_real_vocabulary=True),
     Configuration(
         "sft",
         "grouped",
@@ -91,12 +121,27 @@ CONFIGURATIONS = (
     # sequences on average as the other configurations' batches (see `World.packs_per_batch`).
     Configuration("sft", "packing", "run_sft.py + `packing: true` (best-fit, padding-free)", recipe={"packing": True}),
     Configuration("sft", "padding_free", "run_sft.py + `padding_free: true`", recipe={"padding_free": True}),
-    Configuration("dpo", "trl", "trl.DPOTrainer, defaults (reference forward at every step)", baseline=True),
+    Configuration(
+        "dpo",
+        "trl",
+        "trl.DPOTrainer, defaults (reference forward at every step)",
+        baseline=True,
+        in_real_vocabulary=True,
+    ),
+    # Separates the reference cache from the rest of our wiring (on real vocabularies, the CPU head).
+    Configuration(
+        "dpo",
+        "defaults",
+        "run_dpo.py defaults (reference forward at every step)",
+        in_quick=False,
+        in_real_vocabulary=True,
+    ),
     Configuration(
         "dpo",
         "cached_ref",
         "run_dpo.py + `precompute_ref_log_probs: true` (one reference pass, cached on disk)",
         recipe={"precompute_ref_log_probs": True},
+        in_real_vocabulary=True,
     ),
     Configuration(
         "dpo",
@@ -104,7 +149,9 @@ CONFIGURATIONS = (
         "run_dpo.py + `precompute_ref_log_probs: true` + `train_sampling_strategy: group_by_length`",
         recipe={"precompute_ref_log_probs": True, "train_sampling_strategy": "group_by_length"},
     ),
-    Configuration("rm", "trl", "trl.RewardTrainer, defaults (random pair order)", baseline=True),
+    Configuration(
+        "rm", "trl", "trl.RewardTrainer, defaults (random pair order)", baseline=True, in_real_vocabulary=True
+    ),
     # Separates our wiring from the grouping: the trainer of `grouped` with pairs in random order.
     Configuration(
         "rm",
@@ -118,8 +165,9 @@ CONFIGURATIONS = (
         "grouped",
         "run_rm.py + `train_sampling_strategy: group_by_length`",
         recipe={"train_sampling_strategy": "group_by_length"},
+        in_real_vocabulary=True,
     ),
-    Configuration("value", "random", "run_value.py defaults (random order)"),
+    Configuration("value", "random", "run_value.py defaults (random order)", in_real_vocabulary=True),
     Configuration(
         "value",
         "grouped",

@@ -13,6 +13,11 @@ Token counts come from each micro-batch as the trainer received it (`batch_token
   batches cost it more than the short rows of padded ones; a varlen kernel (flash attention) computes only each
   sequence's own length squared. Both count the full square (a causal kernel may skip half of it).
 
+Memory is measured per optimizer step too: the peak above the step's start (resident memory on CPU, read from
+`/proc/self/status` after resetting its high-water mark at each step's start; allocated memory on a GPU), which
+leaves out the weights, optimizer state and evaluation that every configuration holds alike, and keeps the logits,
+activations and gradients that differ. The process's peak over the whole run is kept as well.
+
 Throughput is measured over the steady-state steps: from the end of the last warm-up step to the end of the last
 step, so data loading, collation, logging and the optimizer are inside it, as they are in a real run. It is measured
 twice: by the wall clock (what a user waits) and by this process's CPU time, which on a machine shared with other
@@ -22,9 +27,10 @@ also counts the time other jobs held the core.
 
 from __future__ import annotations
 
-import resource
+import statistics
 import time
 from dataclasses import astuple, dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
@@ -100,11 +106,49 @@ class Stopwatch:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
+def resident_mib() -> tuple[float, float]:
+    """This process's current and peak resident memory, MiB (`/proc/self/status`: VmRSS, VmHWM)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return tuple(int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
+
+
+class MemoryPeaks:
+    """Peak memory of each step above its start, and of the whole process, on `device` ("cpu" or "cuda"): resident
+    memory on CPU (the high-water mark is reset at each step's start, which `ru_maxrss` also follows, so the process's
+    peak is kept here), allocated memory on CUDA."""
+
+    def __init__(self, device: str):
+        self.cuda = device == "cuda"
+        self.process_peak = 0.0
+        self.start = 0.0
+
+    def current_and_peak(self) -> tuple[float, float]:
+        if self.cuda:
+            return torch.cuda.memory_allocated() / 2**20, torch.cuda.max_memory_allocated() / 2**20
+        return resident_mib()
+
+    def step_begin(self) -> None:
+        self.process_peak = max(self.process_peak, self.current_and_peak()[1])
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        self.start = self.current_and_peak()[0]
+
+    def step_peak(self) -> float:
+        """The peak since `step_begin`, above the memory then."""
+        return self.current_and_peak()[1] - self.start
+
+    def run_peak(self) -> float:
+        return max(self.process_peak, self.current_and_peak()[1])
+
+
 @dataclass
 class StepRecord:
     end: float  # time.perf_counter() at the end of the optimizer step
     cpu_end: float  # time.process_time() then
     counts: TokenCounts
+    peak_memory_mb: float  # the step's peak above its start (`MemoryPeaks.step_peak`)
 
 
 class StepMeter(TrainerCallback):
@@ -113,6 +157,7 @@ class StepMeter(TrainerCallback):
     def __init__(self, synchronize_cuda: bool = False, varlen_attention: bool = False):
         self.synchronize_cuda = synchronize_cuda
         self.varlen_attention = varlen_attention
+        self.memory = MemoryPeaks("cuda" if synchronize_cuda else "cpu")
         self.steps: list[StepRecord] = []
         # DPO's one reference pass over each split: (wall, CPU) seconds by split name.
         self.reference_pass_seconds: dict[str, tuple[float, float]] = {}
@@ -126,10 +171,13 @@ class StepMeter(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._train_begin = time.perf_counter()
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.memory.step_begin()
+
     def on_step_end(self, args, state, control, **kwargs):
         if self.synchronize_cuda:  # GPU work is asynchronous: the step ends when its kernels do
             torch.cuda.synchronize()
-        self.steps.append(StepRecord(time.perf_counter(), time.process_time(), self._pending))
+        self.steps.append(StepRecord(time.perf_counter(), time.process_time(), self._pending, self.memory.step_peak()))
         self._pending = TokenCounts()
 
     def steady_state(self, warmup_steps: int) -> dict[str, float | list[float]]:
@@ -158,6 +206,8 @@ class StepMeter(TrainerCallback):
             "positions_per_token": epoch.positions / epoch.non_pad,
             "attention_pairs_per_token": epoch.attention_pairs / epoch.non_pad,
             "step_seconds": [end - start for start, end in zip(ends[:-1], ends[1:], strict=True)],
+            "step_peak_memory_mb": statistics.median(step.peak_memory_mb for step in measured),
+            "peak_memory_mb": self.memory.run_peak(),
         }
 
 
@@ -189,13 +239,6 @@ class MeteredTrainerMixin:
 def metered(trainer_class: type) -> type:
     """`trainer_class` with `MeteredTrainerMixin` in front (pass a `StepMeter` in its `callbacks`)."""
     return type(f"Metered{trainer_class.__name__}", (MeteredTrainerMixin, trainer_class), {})
-
-
-def peak_memory_mb(device: str) -> float:
-    """Peak memory of this process in MiB: allocated GPU memory on CUDA, resident set size on CPU."""
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux reports KiB
 
 
 def peak_flops(device_name: str) -> float | None:

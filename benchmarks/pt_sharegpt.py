@@ -3,6 +3,7 @@ package's file, read as `benchmarks/sharegpt.py` reads it) through `scripts/run_
 of a tiny model before and after.
 
     python benchmarks/pt_sharegpt.py                          # 400 conversations, 40 steps
+    python benchmarks/pt_sharegpt.py --write_results          # and replace its section of benchmarks/RESULTS.md
     python benchmarks/pt_sharegpt.py --conversations 17671 --max_steps 2000
 
 Cost on one CPU thread: the 32,000-id output layer dominates; evaluating 179,067 held-out tokens (100 conversations,
@@ -14,7 +15,8 @@ random Llama (`--hidden_size`, 4 layers) over Zephyr's real tokenizer (Mistral-7
 by `tests/support/real_tokenizers.py`), so the starting perplexity is near the vocabulary size. The run is the tiny
 pt recipe with its data, model and length swapped: packed rows of `--max_length` tokens (bfd_split, documents
 apart), one thread. It prints one line of figures: documents, tokens trained, held-out perplexity before and after
-(exp of eval_loss), tokens per second of training, the machine and the command.
+(exp of eval_loss), tokens per second of training, the machine and the command; `--write_results` puts them in
+their section of `benchmarks/RESULTS.md`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.report import with_sections_replaced  # noqa: E402
+
 HELD_OUT_EVERY = 20
+SECTION_TITLE = "## Continued pretraining (pt) on ShareGPT's text"
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,7 +49,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=4, help="packed rows per step")
     parser.add_argument("--hidden_size", type=int, default=128)
     parser.add_argument("--work_dir", help="where the corpus, model and run go (default: a new temp folder)")
+    parser.add_argument("--write_results", action="store_true", help="replace this section of benchmarks/RESULTS.md")
     return parser.parse_args()
+
+
+def section(figures: dict) -> str:
+    """Markdown: what was trained on what, the perplexity before and after, and the throughput."""
+    documents = figures["documents"]
+    return "\n".join(
+        [
+            SECTION_TITLE,
+            "",
+            f"Produced by `{figures['command']}` on {figures['machine']}: `scripts/run_pt.py` with the tiny pt recipe "
+            "(`recipes/tiny/pt/config.yaml`: packed rows, documents apart, every token trained) on a random Llama "
+            "(4 layers) over Zephyr's real tokenizer (Mistral-7B-v0.1, 32,000 ids). Corpus: ShareGPT V3's first "
+            f"conversations as raw text, one document each, {documents['train']:,} trained on and "
+            f"{documents['test']:,} held out (every {HELD_OUT_EVERY}th).",
+            "",
+            "| tokens trained | held-out perplexity before | after | train tokens/s | train s |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {figures['tokens_trained']:,} | {figures['perplexity_before']:,.1f} | "
+            f"{figures['perplexity_after']:,.1f} | {figures['train_tokens_per_second']:,} | "
+            f"{figures['train_seconds']:,.1f} |",
+            "",
+        ]
+    )
 
 
 def write_corpus(conversations: int, folder: Path) -> dict[str, int]:
@@ -121,17 +150,22 @@ def main() -> None:
     evals = [entry for entry in history if "eval_loss" in entry]
     train = next(entry for entry in history if "train_runtime" in entry)
     tokens = max(entry.get("num_tokens", 0) for entry in history if "loss" in entry)
+    train_seconds = train["train_runtime"] - sum(entry["eval_runtime"] for entry in evals)
     figures = {
         "documents": counts,
         "tokens_trained": int(tokens),
         "perplexity_before": round(math.exp(evals[0]["eval_loss"]), 1),
         "perplexity_after": round(math.exp(evals[-1]["eval_loss"]), 1),
-        "train_tokens_per_second": round(tokens / train["train_runtime"]),
-        "train_seconds": round(train["train_runtime"], 1),
+        # The evaluations before and after run inside `train_runtime`; they are left out of training's rate.
+        "train_tokens_per_second": round(tokens / train_seconds),
+        "train_seconds": round(train_seconds, 1),
         "machine": f"{cpu_name()}, {os.cpu_count()} cores visible, 1 torch thread",
         "command": "python benchmarks/pt_sharegpt.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(figures))
+    if args.write_results:
+        results = REPO_ROOT / "benchmarks" / "RESULTS.md"
+        results.write_text(with_sections_replaced(results.read_text(), [section(figures)]))
 
 
 if __name__ == "__main__":

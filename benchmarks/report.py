@@ -26,6 +26,13 @@ RATIO_FIGURE = {
     "rm": ("non_pad_tokens_per_s", "non-pad tok/s", "non_pad_tokens_per_cpu_s"),
     "value": ("non_pad_tokens_per_s", "non-pad tok/s", "non_pad_tokens_per_cpu_s"),
 }
+# The memory columns every stage's table ends its speed columns with (`benchmarks/measure.py: MemoryPeaks`).
+MEMORY_COLUMNS = (
+    ("step_peak_memory_mb", "step peak MiB", "{:,.0f}"),
+    ("memory_ratio", "step peak ratio", "{:.2f}x"),
+    ("step_time_ratio", "s/step ratio", "{:.2f}x"),
+    ("peak_memory_mb", "run peak MiB", "{:,.0f}"),
+)
 # Columns of each stage's table: (figure, header, format). "ratio" is the pair-by-pair ratio to the reference.
 COLUMNS = {
     "sft": [
@@ -38,7 +45,7 @@ COLUMNS = {
         ("seconds_per_step", "s/step", "{:.3f}"),
         ("mflop_per_token", "est. MFLOP/token", "{:.1f}"),
         ("attention_share", "attn share", "{:.0%}"),
-        ("peak_memory_mb", "peak MiB", "{:,.0f}"),
+        *MEMORY_COLUMNS,
         ("held_out_loss", "held-out loss", "{:.4f}"),
     ],
     "dpo": [
@@ -50,7 +57,7 @@ COLUMNS = {
         ("seconds_per_step", "s/step", "{:.3f}"),
         ("non_pad_tokens_per_s", "non-pad tok/s", "{:,.0f}"),
         ("padding_fraction", "padding", "{:.1%}"),
-        ("peak_memory_mb", "peak MiB", "{:,.0f}"),
+        *MEMORY_COLUMNS,
         ("preference_accuracy", "held-out pref. acc.", "{:.3f}"),
     ],
     "rm": [
@@ -59,7 +66,7 @@ COLUMNS = {
         ("cpu_ratio", "ratio by CPU time", "{:.2f}x"),
         ("padding_fraction", "padding", "{:.1%}"),
         ("seconds_per_step", "s/step", "{:.3f}"),
-        ("peak_memory_mb", "peak MiB", "{:,.0f}"),
+        *MEMORY_COLUMNS,
         ("preference_accuracy", "held-out acc.", "{:.3f}"),
     ],
     "value": [
@@ -68,7 +75,7 @@ COLUMNS = {
         ("cpu_ratio", "ratio by CPU time", "{:.2f}x"),
         ("padding_fraction", "padding", "{:.1%}"),
         ("seconds_per_step", "s/step", "{:.3f}"),
-        ("peak_memory_mb", "peak MiB", "{:,.0f}"),
+        *MEMORY_COLUMNS,
         ("value_auroc", "held-out AUROC", "{:.3f}"),
     ],
 }
@@ -95,6 +102,8 @@ class Summary:
     medians: dict[str, float]
     ratio: float | None  # median over repeats of this repeat's figure / the reference's, None for the reference
     cpu_ratio: float | None  # the same by CPU time
+    memory_ratio: float | None  # the same of the step's peak memory above its start
+    step_time_ratio: float | None  # the same of seconds per step
     repeats: int
     failures: int
 
@@ -114,7 +123,7 @@ def paired_ratio(runs: list[dict | None], reference_runs: list[dict | None], fig
     ratios = [
         run[figure] / reference[figure]
         for run, reference in zip(runs, reference_runs, strict=True)
-        if run is not None and reference is not None
+        if run is not None and reference is not None and figure in run and reference.get(figure)
     ]
     return statistics.median(ratios) if ratios else None
 
@@ -140,11 +149,13 @@ def summarize(results: dict[str, list[dict | None]], settings: Settings, num_par
         if runs is None:
             continue
         reference = reference_of(configuration.stage)
-        ratio = cpu_ratio = None
+        ratio = cpu_ratio = memory_ratio = step_time_ratio = None
         if reference.key != configuration.key and reference.key in results:
             figure, _, cpu_figure = RATIO_FIGURE[configuration.stage]
             ratio = paired_ratio(runs, results[reference.key], figure)
             cpu_ratio = paired_ratio(runs, results[reference.key], cpu_figure)
+            memory_ratio = paired_ratio(runs, results[reference.key], "step_peak_memory_mb")
+            step_time_ratio = paired_ratio(runs, results[reference.key], "seconds_per_step")
         ok = [run for run in runs if run is not None]
         medians = median_figures(ok)
         if configuration.stage == "sft" and ok:
@@ -152,7 +163,18 @@ def summarize(results: dict[str, list[dict | None]], settings: Settings, num_par
             medians["mflop_per_token"] = (weights + attention) / 1e6
             medians["attention_share"] = attention / (weights + attention)
         failures = len(runs) - len(ok)
-        summaries.append(Summary(configuration, medians, ratio, cpu_ratio, repeats=len(runs), failures=failures))
+        summaries.append(
+            Summary(
+                configuration,
+                medians,
+                ratio,
+                cpu_ratio,
+                memory_ratio,
+                step_time_ratio,
+                repeats=len(runs),
+                failures=failures,
+            )
+        )
     return summaries
 
 
@@ -167,7 +189,12 @@ def stage_table(stage: str, summaries: list[Summary], with_mfu: bool) -> str:
         failed = f" ({summary.failures}/{summary.repeats} failed)" if summary.failures else ""
         cells = [f"`{summary.configuration.name}`{failed}"]
         for figure, _, fmt in columns:
-            ratios = {"ratio": summary.ratio, "cpu_ratio": summary.cpu_ratio}
+            ratios = {
+                "ratio": summary.ratio,
+                "cpu_ratio": summary.cpu_ratio,
+                "memory_ratio": summary.memory_ratio,
+                "step_time_ratio": summary.step_time_ratio,
+            }
             value = ratios[figure] if figure in ratios else summary.medians.get(figure)
             if figure in ratios and value is None:
                 cells.append("ref." if summary.configuration == reference_of(stage) else "n/a")
@@ -382,6 +409,74 @@ def results_markdown(
             *findings(summaries, settings),
             "",
             *([GPU_SECTION, ""] if device == "cpu" else []),
+        ]
+    )
+
+
+REAL_VOCABULARY_TITLE = "## Real vocabulary: Qwen3's 151,669 tokens against plain TRL (issue #38)"
+# Issue #38's goals on real vocabularies: (stage, our configuration, step peak ratio at most, s/step ratio at most),
+# each against the stage's plain-TRL baseline.
+REAL_VOCABULARY_GOALS = (("sft", "padded", 0.4, 1.0), ("dpo", "defaults", 0.4, 1.0), ("dpo", "cached_ref", 0.4, 1.0))
+
+
+def real_vocabulary_goal_lines(summaries: list[Summary]) -> list[str]:
+    """One bullet per goal: the two ratios, each met or missed."""
+    by_key = {s.configuration.key: s for s in summaries}
+    lines = []
+    for stage, name, memory_goal, time_goal in REAL_VOCABULARY_GOALS:
+        summary = by_key.get(f"{stage}/{name}")
+        if summary is None or summary.memory_ratio is None or summary.step_time_ratio is None:
+            continue
+        verdicts = [
+            f"step peak {summary.memory_ratio:.2f}x (goal <= {memory_goal}x: "
+            f"{'met' if summary.memory_ratio <= memory_goal else 'missed'})",
+            f"s/step {summary.step_time_ratio:.2f}x (goal <= {time_goal}x: "
+            f"{'met' if summary.step_time_ratio <= time_goal else 'missed'})",
+        ]
+        lines.append(f"- {stage.upper()} `{name}` against `{reference_of(stage).name}`: " + "; ".join(verdicts))
+    return lines
+
+
+def real_vocabulary_markdown(
+    summaries: list[Summary],
+    settings: Settings,
+    world: dict[str, Any],
+    device: str,
+    device_name: str | None,
+    threads: int | None,
+    command: str,
+    wall_s: float,
+) -> str:
+    """The real-vocabulary section of RESULTS.md: how it was produced, the tables and issue #38's goals."""
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join(
+        [
+            REAL_VOCABULARY_TITLE,
+            "",
+            f"Produced by `{command}` on {date}, in {wall_s / 60:.1f} minutes (raw figures: `results.json`).",
+            "",
+            *machine_lines(device, device_name, threads),
+            f"- Model: Qwen3-shaped, hidden {settings.hidden_size}, {settings.num_layers} layers, "
+            f"{world['num_parameters']:,} parameters (embeddings tied, as Qwen3-0.6B's), random init, over Qwen3's "
+            "tokenizer and TRL's qwen3 template; fp32.",
+            f"- Data (`benchmarks/real_data.py`): ShareGPT V3 conversations of {settings.max_length // 2}-"
+            f"{settings.max_length} tokens once rendered ({settings.sft_rows} SFT chats), pairs of a chat's last "
+            f"reply against another conversation's ({settings.dpo_rows} DPO, {settings.rm_rows} RM); "
+            f"{settings.value_rows} synthetic value traces; {settings.held_out_rows} held-out rows each.",
+            f"- {settings.batch_size} sequences per optimizer step (a pair counts two), one epoch; figures over the "
+            f"steps after the first {settings.warmup_steps}, medians of {settings.repeats} repeats, ratios pair by "
+            "pair against the stage's reference, each run in its own process. `step peak`: the step's peak memory "
+            "above the memory at its start (resident on CPU, allocated on a GPU: `benchmarks/measure.py`); "
+            "`run peak` also holds loading and the held-out evaluation.",
+            "- Configurations:",
+            *(f"  - `{s.configuration.key}`: {s.configuration.description}" for s in summaries),
+            "",
+            tables(summaries, with_mfu=device == "cuda"),
+            "",
+            "Goals of issue #38 (ratios measured side by side in this run):",
+            "",
+            *real_vocabulary_goal_lines(summaries),
+            "",
         ]
     )
 

@@ -5,6 +5,9 @@
     python benchmarks/run.py --quick --threads 1      # on a machine shared with other jobs (see --threads)
     python benchmarks/run.py                          # CPU, the full sizes (benchmarks/configs.py: FULL)
     python benchmarks/run.py --device cuda            # GPU: bf16, flash-attention 2 when installed, MFU
+    python benchmarks/run.py --real_vocabulary --threads 1   # Qwen3's 151,669-token vocabulary on ShareGPT chats
+                                                             # against plain TRL (configs.REAL_VOCABULARY)
+    python benchmarks/run.py --real_vocabulary --device cuda # the same on a GPU (peak allocated memory)
 
 One run builds the offline world once (`benchmarks.world`: a random Llama and long-tailed chats, pairs and traces),
 then trains every configuration of `benchmarks.configs` in its own subprocess (so its peak memory is its own),
@@ -32,14 +35,28 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.configs import CONFIGURATIONS, FULL, QUICK, STAGES, Settings  # noqa: E402
-from benchmarks.report import keeping_other_sections, results_markdown, summarize, tables  # noqa: E402
+from benchmarks.configs import CONFIGURATIONS, FULL, QUICK, REAL_VOCABULARY, STAGES, Settings  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    keeping_other_sections,
+    real_vocabulary_markdown,
+    results_markdown,
+    summarize,
+    tables,
+    with_sections_replaced,
+)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--quick", action="store_true", help="smaller model, data and repeats (configs.QUICK)")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="smaller model, data and repeats (configs.QUICK)")
+    sizes.add_argument(
+        "--real_vocabulary",
+        action="store_true",
+        help="Qwen3's real vocabulary, ShareGPT chats, plain TRL against our defaults (configs.REAL_VOCABULARY); "
+        "writes its own section of RESULTS.md",
+    )
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run")
     parser.add_argument("--repeats", type=int, help="override the settings' number of repeats")
     parser.add_argument(
@@ -82,7 +99,7 @@ def progress(figures: dict, stage: str) -> str:
 
 def main() -> None:
     args = parse_args()
-    settings = QUICK if args.quick else FULL
+    settings = QUICK if args.quick else REAL_VOCABULARY if args.real_vocabulary else FULL
     if args.repeats:
         settings = Settings(**{**vars(settings), "repeats": args.repeats})
     command = shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]])
@@ -104,7 +121,11 @@ def main() -> None:
         sys.exit(f"Building the world failed: see {work_dir / 'world.log'}")
     world = json.loads((work_dir / "world.json").read_text())
 
-    configurations = [c for c in CONFIGURATIONS if c.stage in args.stages and (c.in_quick or not args.quick)]
+    configurations = [
+        c
+        for c in CONFIGURATIONS
+        if c.stage in args.stages and (c.in_real_vocabulary if args.real_vocabulary else c.in_quick or not args.quick)
+    ]
     results: dict[str, list[dict | None]] = {c.key: [] for c in configurations}
     total, done = settings.repeats * len(configurations), 0
     for repeat in range(settings.repeats):
@@ -143,12 +164,12 @@ def main() -> None:
     )
     results_path = output_dir / "RESULTS.md"
     previous = results_path.read_text() if results_path.is_file() else None
-    results_path.write_text(
-        keeping_other_sections(
-            results_markdown(summaries, settings, world, args.device, device_name, args.threads, command, wall),
-            previous,
-        )
-    )
+    markdown = real_vocabulary_markdown if args.real_vocabulary else results_markdown
+    text = markdown(summaries, settings, world, args.device, device_name, args.threads, command, wall)
+    if args.real_vocabulary:
+        results_path.write_text(with_sections_replaced(previous, [text]))
+    else:
+        results_path.write_text(keeping_other_sections(text, previous))
     print(f"Wrote {output_dir / 'RESULTS.md'} and {output_dir / 'results.json'}")
     if any(s.failures for s in summaries):
         sys.exit(1)

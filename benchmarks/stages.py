@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from alignment.data.readers import read_rows
 from alignment.stages import STAGES
 from benchmarks.configs import CONFIGURATIONS, Configuration, Settings
-from benchmarks.measure import StepMeter, Stopwatch, metered, model_flops_utilization, peak_flops, peak_memory_mb
+from benchmarks.measure import StepMeter, Stopwatch, metered, model_flops_utilization, peak_flops
 from benchmarks.world import World, build_world
 from tiny_world.evaluation import held_out_loss
 
@@ -91,7 +91,7 @@ def handbook_trainer(
         "model_name_or_path": world.model_dir,
         "dtype": "bfloat16" if device == "cuda" else "float32",
         "attn_implementation": attention_implementation(device),
-        "chat_template": "zephyr",
+        **({"chat_template": world.chat_template} if world.chat_template else {}),
         "dataset_mixer": {str(Path(world.data_dir, configuration.stage)): 1.0},
         "dataset_splits": ["train", "test"],
         "max_length": settings.max_length,
@@ -235,7 +235,7 @@ def run_configuration(key: str, settings: dict, device: str, threads: int | None
         synchronize_cuda=device == "cuda", varlen_attention=attention_implementation(device) == "flash_attention_2"
     )
     quality = TRAINERS[configuration.stage](configuration, settings, world, device, run_path, meter)
-    figures = {**meter.steady_state(settings.warmup_steps), **quality, "peak_memory_mb": peak_memory_mb(device)}
+    figures = {**meter.steady_state(settings.warmup_steps), **quality}
     if device == "cuda":
         figures["device_name"] = torch.cuda.get_device_name()
         peak = peak_flops(figures["device_name"])

@@ -38,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.data import WORDS  # noqa: E402
+from benchmarks.measure import MemoryPeaks  # noqa: E402
 from benchmarks.report import with_sections_replaced  # noqa: E402
 from benchmarks.sharegpt import machine  # noqa: E402
 
@@ -58,12 +59,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work_dir", help="where the baseline's src/ and the tokenizer go (default: a temp folder)")
     parser.add_argument("--run", choices=HEADS, help=argparse.SUPPRESS)  # internal: train one head in this process
     return parser.parse_args()
-
-
-def rss_mib() -> tuple[float, float]:
-    """This process's current and peak resident memory, MiB (`/proc/self/status`: VmRSS, VmHWM)."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-    return tuple(int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
 
 
 def trace_rows(n: int, seed: int) -> list[dict]:
@@ -119,16 +114,17 @@ def train_one(head: str, steps: int, work_dir: Path) -> dict:
     class StepMemory(TrainerCallback):
         def __init__(self):
             self.steps: list[dict] = []
+            self.memory = MemoryPeaks("cpu")
 
         def on_step_begin(self, args, state, control, **kwargs):
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-            self.start = (rss_mib()[0], time.perf_counter(), time.process_time())
+            self.memory.step_begin()
+            self.start = (time.perf_counter(), time.process_time())
 
         def on_step_end(self, args, state, control, **kwargs):
-            rss, wall, cpu = self.start
+            wall, cpu = self.start
             self.steps.append(
                 {
-                    "peak_mib": rss_mib()[1] - rss,
+                    "peak_mib": self.memory.step_peak(),
                     "wall_s": time.perf_counter() - wall,
                     "cpu_s": time.process_time() - cpu,
                 }

@@ -13,7 +13,7 @@ import torch
 from alignment.chat.turns import tokenize_conversation
 from alignment.data.pairs import encode_pair
 from alignment.value.rows import to_trace, tokenize_trace
-from benchmarks.configs import QUICK
+from benchmarks.configs import CONFIGURATIONS, QUICK
 from benchmarks.data import LengthProfile, TextSampler, chat_rows, preference_rows, trace_rows
 from benchmarks.evidence_tables import losses_section, spread
 from benchmarks.measure import (
@@ -24,14 +24,19 @@ from benchmarks.measure import (
     model_flops_utilization,
     peak_flops,
 )
+from benchmarks.real_data import rendered_length, sharegpt_rows
 from benchmarks.report import (
+    REAL_VOCABULARY_GOALS,
+    Summary,
     flops_per_token,
     keeping_other_sections,
     median_figures,
     paired_ratio,
+    real_vocabulary_goal_lines,
     with_sections_replaced,
 )
 from benchmarks.search import discordant, rule_labelled, sign_test, soundness
+from benchmarks.sharegpt import build_tokenizer
 from tiny_world import STYLE_FLAW
 
 MAX_LENGTH = 256
@@ -78,7 +83,11 @@ def test_steady_state_skips_warmup_steps():
     meter._train_begin = 0.0
     step = TokenCounts(positions=100, non_pad=80, trained=40, sequences=4, attention_pairs=2000)
     # Steps end at 5 s (warm-up), 6 s and 8 s: the two measured steps took 3 s (and 2 CPU seconds) for 160 tokens.
-    meter.steps = [StepRecord(5.0, 4.0, step), StepRecord(6.0, 5.0, step), StepRecord(8.0, 6.0, step)]
+    meter.steps = [
+        StepRecord(5.0, 4.0, step, 900.0),
+        StepRecord(6.0, 5.0, step, 300.0),
+        StepRecord(8.0, 6.0, step, 200.0),
+    ]
     figures = meter.steady_state(warmup_steps=1)
     assert figures["measured_steps"] == 2
     assert figures["non_pad_tokens_per_s"] == pytest.approx(160 / 3)
@@ -88,6 +97,7 @@ def test_steady_state_skips_warmup_steps():
     assert figures["padding_fraction"] == pytest.approx(0.2)
     assert figures["attention_pairs_per_token"] == pytest.approx(25)
     assert figures["step_seconds"] == pytest.approx([5.0, 1.0, 2.0])
+    assert figures["step_peak_memory_mb"] == 250.0  # the measured steps' median: the warm-up step allocates more
     with pytest.raises(ValueError, match="leave none to measure"):
         meter.steady_state(warmup_steps=3)
 
@@ -236,3 +246,34 @@ def test_pairs_and_traces_fit_max_length(tiny_tokenizer):
         assert len(tokenize_trace(tiny_tokenizer, to_trace(row), max_length=None)["input_ids"]) <= MAX_LENGTH
         q = [step["Q"] for step in row["response"]]
         assert q == sorted(q, reverse=True)  # +1 until the first wrong step, -1 from it on
+
+
+def test_real_chats_and_pairs_fit_and_use_each_conversation_once(real_tokenizer_cache):
+    tokenizer = build_tokenizer("qwen3", real_tokenizer_cache)
+    rows = sharegpt_rows(tokenizer, {"sft": 3, "dpo": 2, "dpo_test": 2}, max_length=MAX_LENGTH)
+    assert [len(rows[name]) for name in ("sft", "dpo", "dpo_test")] == [3, 2, 2]
+    for row in rows["sft"]:
+        assert MAX_LENGTH // 2 <= rendered_length(tokenizer, row["messages"]) <= MAX_LENGTH
+    replies = [row["messages"][-1]["content"] for row in rows["sft"]]
+    for row in rows["dpo"] + rows["dpo_test"]:
+        assert [m["role"] for m in row["prompt"]] == ["user"]
+        for side in ("chosen", "rejected"):
+            assert rendered_length(tokenizer, row["prompt"] + row[side]) <= MAX_LENGTH
+        assert row["chosen"] != row["rejected"]
+        replies += [row["chosen"][0]["content"], row["rejected"][0]["content"]]
+    assert len(set(replies)) == len(replies)  # no conversation feeds two rows
+
+
+def test_real_vocabulary_goals_say_met_or_missed():
+    def summary(key: str, memory: float | None, step_time: float | None) -> Summary:
+        configuration = next(c for c in CONFIGURATIONS if c.key == key)
+        return Summary(configuration, {}, None, None, memory, step_time, repeats=1, failures=0)
+
+    lines = real_vocabulary_goal_lines(
+        [summary("sft/trl", None, None), summary("sft/padded", 0.1, 0.62), summary("dpo/defaults", 0.5, 0.9)]
+    )
+    assert {(stage, name) for stage, name, _, _ in REAL_VOCABULARY_GOALS} >= {("sft", "padded"), ("dpo", "defaults")}
+    assert lines == [
+        "- SFT `padded` against `trl`: step peak 0.10x (goal <= 0.4x: met); s/step 0.62x (goal <= 1.0x: met)",
+        "- DPO `defaults` against `trl`: step peak 0.50x (goal <= 0.4x: missed); s/step 0.90x (goal <= 1.0x: met)",
+    ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alignment.pipeline import PipelineConfig, run_pipeline
+from alignment.pipeline import PipelineConfig, run_pipeline, stage_output_dir
 from alignment.recipes.parser import RecipeParser
 from alignment.runtime.preemption import PREEMPTED_EXIT_STATUS
 
@@ -90,6 +90,21 @@ def test_shipped_tiny_pipeline_chains_the_four_stages(monkeypatch):
     dpo = yaml.safe_load(open(config.stages[1]["recipe"]))
     assert dpo["model_name_or_path"] == sft["output_dir"]  # the SFT output is the DPO policy and reference
     assert json.dumps(sft["dataset_mixer"]) == json.dumps({"data/tiny/sft_teacher": 1.0})
+
+
+def test_shipped_pt_sft_dpo_pipeline_starts_each_stage_from_the_one_before(monkeypatch):
+    monkeypatch.chdir(REPO)
+    (config,) = RecipeParser((PipelineConfig,)).parse(["recipes/tiny/pt_sft_dpo.yaml"])
+    assert [stage["script"] for stage in config.stages] == [
+        "scripts/run_pt.py",
+        "scripts/run_sft.py",
+        "scripts/run_dpo.py",
+    ]
+    outputs = [stage_output_dir(stage) for stage in config.stages]
+    assert len(set(outputs)) == 3
+    for before, stage in zip(outputs, config.stages[1:], strict=False):
+        overrides = stage["overrides"]
+        assert overrides[overrides.index("--model_name_or_path") + 1] == before
 
 
 def test_the_pipeline_seed_overrides_every_stage(tmp_path):

@@ -17,6 +17,7 @@ from datasets import Dataset
 from alignment.dpo.config import DPOConfig
 from alignment.dpo.losses import LossInputs
 from alignment.dpo.reference import REF_LOGPS_TENSORS, no_reference_model_loaded, ref_logps_cache_key
+from alignment.runtime.lm_head import CompactLMHeadMixin
 from alignment.runtime.reference import CachedReferenceLogpsMixin
 from alignment.runtime.reliability import CrashSafeTrainerMixin
 from alignment.runtime.samplers import PairGroupedSamplerMixin
@@ -24,7 +25,9 @@ from alignment.runtime.samplers import PairGroupedSamplerMixin
 REWARD_METRIC_PREFIX = "rewards/"
 
 
-class PreferenceTrainer(CrashSafeTrainerMixin, CachedReferenceLogpsMixin, PairGroupedSamplerMixin, trl.DPOTrainer):
+class PreferenceTrainer(
+    CrashSafeTrainerMixin, CompactLMHeadMixin, CachedReferenceLogpsMixin, PairGroupedSamplerMixin, trl.DPOTrainer
+):
     """TRL's `DPOTrainer` on already tokenized pairs (`tokenize_preferences`), with the handbook's additions:
 
     * `orpo`, `simpo`, `kto_pair` and conservative DPO, computed by `alignment.dpo.losses` (TRL computes the

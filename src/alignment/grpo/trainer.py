@@ -14,10 +14,11 @@ import time
 
 import trl
 
+from alignment.runtime.lm_head import CompactLMHeadMixin
 from alignment.runtime.reliability import CrashSafeTrainerMixin
 
 
-class GRPOTrainer(CrashSafeTrainerMixin, trl.GRPOTrainer):
+class GRPOTrainer(CrashSafeTrainerMixin, CompactLMHeadMixin, trl.GRPOTrainer):
     """TRL's `GRPOTrainer` with complete-checkpoint manifests, a finite-loss check on every micro-batch, no save of
     non-finite weights (`alignment.runtime.reliability`), and generation's share of the time logged."""
 

@@ -9,6 +9,7 @@ import trl
 from datasets import Dataset
 
 from alignment.kto.config import BALANCE_BAND, KTOConfig, balance_ratio, balanced_weights
+from alignment.runtime.lm_head import CompactLMHeadMixin
 from alignment.runtime.reference import CachedReferenceLogpsMixin, ref_logps_cache_key
 from alignment.runtime.reliability import CrashSafeTrainerMixin
 
@@ -31,7 +32,7 @@ def with_kl_completions(dataset: Dataset, group_size: int) -> Dataset:
     return dataset.map(rotate, batched=True, batch_size=group_size, desc="Pairing KL completions")
 
 
-class UnpairedPreferenceTrainer(CrashSafeTrainerMixin, CachedReferenceLogpsMixin, trl.KTOTrainer):
+class UnpairedPreferenceTrainer(CrashSafeTrainerMixin, CompactLMHeadMixin, CachedReferenceLogpsMixin, trl.KTOTrainer):
     """TRL's `KTOTrainer` on already tokenized rows (`alignment.kto.tokenize_unpaired`), with:
 
     * the KL completions paired within each global micro-batch (`with_kl_completions`), so DDP and ZeRO-3 train

@@ -124,6 +124,31 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         ),
     ),
     PrivateHook(
+        owner="trl.trainer.utils",
+        name="_use_triton",
+        parameters=("device",),
+        use="patches",
+        used_by=("alignment.runtime.lm_head.compact_tiles",),
+        why=(
+            "`add_fused_lm_head`'s forward reads it, from this module, only to decide whether to project just the "
+            "trained positions (`compact`); patched to say yes on CPU. If the forward stopped reading it here, the "
+            "CPU head would project every position again: `test_the_cpu_head_projects_only_trained_positions` "
+            "(tests/unit/runtime/test_lm_head.py) catches that."
+        ),
+    ),
+    PrivateHook(
+        owner="trl.trainer.utils",
+        name="_CHUNKED_LOGPROB_CHUNK_SIZE",
+        parameters=None,
+        use="patches",
+        used_by=("alignment.runtime.lm_head.compact_tiles",),
+        why=(
+            "The vocabulary width of the fused head's tiles, read by its forward at each call; patched on CPU to "
+            "`CPU_VOCAB_TILE` so that each fp32 copy of a tile is 64 MiB, not 512. Renamed, the patch would add an "
+            "unread name and the tiles would be TRL's again: the same test catches that."
+        ),
+    ),
+    PrivateHook(
         owner="trl.RewardTrainer",
         name="_metrics",
         parameters=None,

@@ -9,6 +9,7 @@ import re
 import pytest
 import transformers
 
+from alignment.runtime.lm_head import CompactLMHeadMixin
 from alignment.runtime.private_hooks import PRIVATE_HOOKS, defines, hook_problems, parameter_names, resolve
 from alignment.runtime.reference import CachedReferenceLogpsMixin
 from alignment.runtime.reliability import CrashSafeTrainerMixin
@@ -17,7 +18,13 @@ from alignment.stages import STAGES
 from benchmarks.measure import MeteredTrainerMixin, metered
 
 TRAINERS = tuple(entry.stage.trainer_class for entry in STAGES.values())  # every stage's trainer
-MIXINS = (CrashSafeTrainerMixin, CachedReferenceLogpsMixin, PairGroupedSamplerMixin, MeteredTrainerMixin)
+MIXINS = (
+    CrashSafeTrainerMixin,
+    CompactLMHeadMixin,
+    CachedReferenceLogpsMixin,
+    PairGroupedSamplerMixin,
+    MeteredTrainerMixin,
+)
 # A mixin has no library base of its own: it is checked in every class it is mixed into, here each trainer, and
 # each trainer with the benchmarks' meter in front.
 METERED = tuple(metered(trainer) for trainer in TRAINERS)
