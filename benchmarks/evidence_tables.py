@@ -131,6 +131,7 @@ def ablation_section(by_seed: dict[int, dict], command: str, minutes: float) -> 
 def losses_section(by_seed: dict[int, dict], command: str, minutes: float) -> str:
     losses = [loss for loss in next(iter(by_seed.values())) if loss != "dsft"]
     recipe = yaml.safe_load((RECIPES / "dpo" / "config.yaml").read_text())
+    kto = yaml.safe_load((RECIPES / "kto" / "config.yaml").read_text())
     lines = [
         "## Every preference loss on the same task",
         "",
@@ -141,7 +142,8 @@ def losses_section(by_seed: dict[int, dict], command: str, minutes: float) -> st
         "the same scale for every loss. A loss **reward-hacks** when its held-out reward accuracy is at least 0.95 "
         f"while rule-correct stays below {HACK_RULE_CORRECT} or sum-correct falls more than "
         f"{HACK_SUM_DROP * 100:.0f} points below the dSFT model's: the objective is met, the replies are not better. "
-        "`kto` is `recipes/tiny/kto/config.yaml` (same steps, batch, lr and beta) on the same prompts as unpaired "
+        f"`kto` is `recipes/tiny/kto/config.yaml` ({kto['max_steps']} steps of {kto['per_device_train_batch_size']} "
+        f"rows, lr {kto['learning_rate']}, beta {kto['beta']}) on the same prompts as unpaired "
         "feedback, one reply each, 1 desirable to 4 undesirable (`UNPAIRED_LOSSES`); unpaired rows have no reward "
         "accuracy, so it hacks when its replies fail those rules alone, and its margins are between the mean "
         "desirable and the mean undesirable held-out row.",

@@ -66,6 +66,10 @@ def test_llama_factory_kto_tag_rows_label_their_last_reply():
         assert (converted["prompt"], converted["completion"][0]["content"], converted["label"]) == expected
     (bad,) = convert_source("src", {"train": Dataset.from_list([{**alpaca, "kto_tag": "yes"}])}, KTO)["train"]
     assert bad["format_problem"]["kind"] == "malformed label"
+    # A tools column is never dropped without a word: the row is refused, naming it.
+    tools = json.dumps([{"name": "add", "parameters": {"type": "object"}}])
+    (refused,) = convert_source("src", {"train": Dataset.from_list([{**sharegpt, "tools": tools}])}, KTO)["train"]
+    assert refused["format_problem"]["kind"] == "unsupported tools"
     assert to_unpaired({"prompt": "2+2?", "completion": "4", "label": 1}).kind == "malformed label"
 
 
@@ -111,8 +115,10 @@ def test_the_pipeline_chains_sft_then_kto(tmp_path, monkeypatch):
     assert kto["model_name_or_path"] == sft["output_dir"]  # the SFT output is the KTO policy and reference
 
 
-# 1:4 desirable:undesirable from the demo's pairs, the KTO paper's weights (desirable_weight 4), the tiny recipe's
-# beta 1.0 and lr 3e-4, 30 steps of 32 rows. Measured on this fixture (200 held-out prompts), before -> after:
+# 1:4 desirable:undesirable from the demo's pairs, the KTO paper's weights (desirable_weight 4), 30 steps of 32 rows
+# at beta 1.0 and lr 3e-4 (a quarter of the tiny recipe's 120 steps, which keep the demo's sums:
+# benchmarks/RESULTS.md).
+# Measured on this fixture (200 held-out prompts), before -> after:
 #   clean greedy share 0.000 -> 0.995; rule-correct share 0.000 -> 0.010 (the 300-step SFT model seldom adds right:
 #   DPO's sigmoid reaches 0.015 on it, tests/test_dpo.py; the demo's 2,000-step model: benchmarks/RESULTS.md).
 MIN_CLEAN_SHARE = 0.8
@@ -129,6 +135,7 @@ def test_kto_from_unbalanced_feedback_unlearns_the_teachers_flaw(sft_model, dpo_
         str(REPO / "recipes/tiny/kto/config.yaml"),
         *["--model_name_or_path", str(sft_model), "--dataset_mixer", json.dumps({str(data): 1.0})],
         *["--output_dir", str(tmp_path / "out"), "--save_strategy", "no", "--disable_tqdm", "true"],
+        *["--max_steps", "30", "--eval_steps", "30", "--beta", "1.0", "--learning_rate", "3e-4"],
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "KTO weights: desirable_weight 4, undesirable_weight 1" in result.stdout + result.stderr

@@ -420,6 +420,12 @@ def _kto_tagged(to_chat: Converter) -> Converter:
         label = _kto_label(row.get(columns["kto_tag"]), columns["kto_tag"])
         if isinstance(label, RowProblem):
             return label
+        if chat.get("tools"):
+            return RowProblem(
+                "unsupported tools",
+                "the row offers tools, which the KTO stage does not pass to the chat template; train tool use with "
+                "SFT, or drop the tools column",
+            )
         messages = chat["messages"]
         if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "assistant":
             return RowProblem(
@@ -454,7 +460,7 @@ UNPAIRED_FORMATS = (
     ),
     DataFormat(
         "sharegpt",
-        {"messages": "conversations", "system": "system", "kto_tag": "kto_tag"},
+        {"messages": "conversations", "system": "system", "tools": "tools", "kto_tag": "kto_tag"},
         ("messages", "kto_tag"),
         _kto_tagged(_sharegpt_chat),
     ),

@@ -2,6 +2,9 @@
 (Q predictions), the likelihood feature and every parameter's gradient that the full `[batch, seq, vocab]` logits
 gave (the code before issue #38, kept here as `full_logits_reference`), to 1e-5 in fp32, for every chunk size."""
 
+import contextlib
+
+import peft
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,6 +217,20 @@ def test_a_softcapping_body_matches_and_a_body_that_scales_its_logits_otherwise_
     cohere = value_model(CohereConfig(**SMALL, logit_scale=0.5))
     with pytest.raises(ValueError, match="not its output embeddings' projection"):
         chunked(cohere, batch)
+
+
+def test_a_head_with_dropout_is_checked_when_it_does_not_drop_out():
+    """A LoRA on the head with dropout: in training the body's head call and the check's draw different masks, so the
+    check waits for evaluation, where it still refuses a body that scales its logits."""
+    lora = peft.LoraConfig(r=2, lora_alpha=4, lora_dropout=0.5, target_modules=["lm_head"], init_lora_weights=False)
+    batch = random_batch()
+    for config, refused in ((Qwen3Config, False), (CohereConfig, True)):
+        model = value_model(config(**SMALL, tie_word_embeddings=False, **({"logit_scale": 0.5} if refused else {})))
+        model.body = peft.get_peft_model(model.body, lora)
+        chunked(model, batch)
+        model.eval()
+        with torch.no_grad(), pytest.raises(ValueError) if refused else contextlib.nullcontext():
+            chunked(model, batch)
 
 
 def test_labels_that_are_not_the_response_tokens_are_refused_with_the_likelihood():
