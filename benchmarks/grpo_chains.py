@@ -30,6 +30,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.report import write_section  # noqa: E402
 from benchmarks.search import (  # noqa: E402
     HELD_OUT_SEARCHES,
     VERIFIER,
@@ -39,7 +40,6 @@ from benchmarks.search import (  # noqa: E402
     paired_row,
     parsed_task,
     spread,
-    write_section,
 )
 
 COMPLETIONS_PER_STEP = 32  # recipes/tiny/rest_mcts/grpo/config.yaml: 4 prompts x 8 completions

@@ -27,7 +27,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.report import with_sections_replaced  # noqa: E402
+from alignment.runtime.lm_head import CPU_VOCAB_TILE  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
 from benchmarks.sharegpt import machine  # noqa: E402
 
 SECTION_TITLE = "## The LM head alone on CPU: TRL's fused head against ours (issue #38)"
@@ -111,7 +112,7 @@ def section(rows: list[tuple[str, float, tuple[str, ...], dict]], args: argparse
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for head, share, outputs, figures in rows:
-        name = "TRL 1.16 off Triton" if head == "trl" else "ours (compact, 4,096-wide tiles)"
+        name = "TRL 1.16 off Triton" if head == "trl" else f"ours (compact, {CPU_VOCAB_TILE:,}-wide tiles)"
         base = trl.get(share)
         ratios = (
             f"{figures['peak_mib'] / base['peak_mib']:.3f} | {figures['cpu_s'] / base['cpu_s']:.2f}"
@@ -140,10 +141,10 @@ def main() -> None:
         rows.append((head, share, outputs, figures))
         print(f"{head} share {share:.0%} {outputs}: {figures}", flush=True)
     text = section(rows, args, command)
-    print(text)
     if args.write_results:
-        results = REPO_ROOT / "benchmarks" / "RESULTS.md"
-        results.write_text(with_sections_replaced(results.read_text(), [text]))
+        write_section(text, REPO_ROOT / "benchmarks" / "RESULTS.md")
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.report import with_sections_replaced  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
 
 HELD_OUT_EVERY = 20
 SECTION_TITLE = "## Continued pretraining (pt) on ShareGPT's text"
@@ -62,8 +62,9 @@ def section(figures: dict) -> str:
             "",
             f"Produced by `{figures['command']}` on {figures['machine']}: `scripts/run_pt.py` with the tiny pt recipe "
             "(`recipes/tiny/pt/config.yaml`: packed rows, documents apart, every token trained) on a random Llama "
-            "(4 layers) over Zephyr's real tokenizer (Mistral-7B-v0.1, 32,000 ids). Corpus: ShareGPT V3's first "
-            f"conversations as raw text, one document each, {documents['train']:,} trained on and "
+            f"(hidden {figures['hidden_size']}, 4 layers) over Zephyr's real tokenizer (Mistral-7B-v0.1, 32,000 "
+            "ids). Corpus: ShareGPT V3's first conversations as raw text, one document each, "
+            f"{documents['train']:,} trained on and "
             f"{documents['test']:,} held out (every {HELD_OUT_EVERY}th).",
             "",
             "| tokens trained | held-out perplexity before | after | train tokens/s | train s |",
@@ -159,13 +160,13 @@ def main() -> None:
         # The evaluations before and after run inside `train_runtime`; they are left out of training's rate.
         "train_tokens_per_second": round(tokens / train_seconds),
         "train_seconds": round(train_seconds, 1),
+        "hidden_size": args.hidden_size,
         "machine": f"{cpu_name()}, {os.cpu_count()} cores visible, 1 torch thread",
         "command": "python benchmarks/pt_sharegpt.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(figures))
     if args.write_results:
-        results = REPO_ROOT / "benchmarks" / "RESULTS.md"
-        results.write_text(with_sections_replaced(results.read_text(), [section(figures)]))
+        write_section(section(figures), REPO_ROOT / "benchmarks" / "RESULTS.md")
 
 
 if __name__ == "__main__":

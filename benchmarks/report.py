@@ -453,7 +453,8 @@ def real_vocabulary_markdown(
         [
             REAL_VOCABULARY_TITLE,
             "",
-            f"Produced by `{command}` on {date}, in {wall_s / 60:.1f} minutes (raw figures: `results.json`).",
+            f"Produced by `{command}` on {date}, in {wall_s / 60:.1f} minutes (raw figures: "
+            "`results_real_vocabulary.json`).",
             "",
             *machine_lines(device, device_name, threads),
             f"- Model: Qwen3-shaped, hidden {settings.hidden_size}, {settings.num_layers} layers, "
@@ -512,3 +513,10 @@ def with_sections_replaced(old: str | None, sections: list[str]) -> str:
         else:
             texts[at] = section.strip("\n")
     return "\n\n".join(text for text in texts if text) + "\n"
+
+
+def write_section(text: str, output: str | Path) -> None:
+    """`text` in place of its own section of `output` (RESULTS.md), the other sections kept; printed."""
+    path = Path(output)
+    path.write_text(with_sections_replaced(path.read_text() if path.is_file() else None, [text]))
+    print(text)

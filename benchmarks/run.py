@@ -13,7 +13,8 @@ One run builds the offline world once (`benchmarks.world`: a random Llama and lo
 then trains every configuration of `benchmarks.configs` in its own subprocess (so its peak memory is its own),
 repeat by repeat, each stage's configurations back to back so that every ratio compares runs made under the same
 machine load. It prints a progress line per run, the tables at the end, and writes `results.json` (every figure of
-every run) and `RESULTS.md` (the tables, the targets, the machine and this command) to `--output_dir`.
+every run; `results_real_vocabulary.json` with `--real_vocabulary`) and `RESULTS.md` (the tables, the targets, the
+machine and this command; `--real_vocabulary` replaces its own section only) to `--output_dir`.
 
 Subprocesses are forked from a fork server that has imported the training stack once: a fresh interpreter per run
 would spend ~5 CPU seconds per run importing torch, transformers and TRL.
@@ -157,7 +158,8 @@ def main() -> None:
     summaries = summarize(results, settings, world["num_parameters"])
     device_name = next((r["device_name"] for runs in results.values() for r in runs if r and "device_name" in r), None)
     print(f"\n{tables(summaries, with_mfu=args.device == 'cuda')}\n\nTotal wall time {wall / 60:.1f} min")
-    (output_dir / "results.json").write_text(
+    raw = output_dir / ("results_real_vocabulary.json" if args.real_vocabulary else "results.json")
+    raw.write_text(
         json.dumps(
             {"command": command, "settings": vars(settings), "world": world, "wall_s": wall, "runs": results}, indent=2
         )
@@ -170,7 +172,7 @@ def main() -> None:
         results_path.write_text(with_sections_replaced(previous, [text]))
     else:
         results_path.write_text(keeping_other_sections(text, previous))
-    print(f"Wrote {output_dir / 'RESULTS.md'} and {output_dir / 'results.json'}")
+    print(f"Wrote {output_dir / 'RESULTS.md'} and {raw}")
     if any(s.failures for s in summaries):
         sys.exit(1)
 

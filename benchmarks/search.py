@@ -66,7 +66,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from alignment.value.formats import StepTrace  # noqa: E402
-from benchmarks.report import with_sections_replaced  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
 
 RECIPES = REPO_ROOT / "recipes" / "tiny" / "rest_mcts"
 SEARCH_SCRIPT = str(REPO_ROOT / "scripts" / "run_search.py")
@@ -595,13 +595,6 @@ def parsed_task(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, Ch
     if args.num_train < 1 or args.num_search < 1:
         parser.error(f"--num_train {args.num_train} --num_search {args.num_search}: each must be at least 1")
     return args, ChainsTask(args.largest_number, args.num_train, args.num_search)
-
-
-def write_section(text: str, output: str) -> None:
-    """`text` in place of its own section of `output` (RESULTS.md), the other sections kept; printed."""
-    path = Path(output)
-    path.write_text(with_sections_replaced(path.read_text() if path.is_file() else None, [text]))
-    print(text)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.data import WORDS  # noqa: E402
 from benchmarks.measure import MemoryPeaks  # noqa: E402
-from benchmarks.report import with_sections_replaced  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
 from benchmarks.sharegpt import machine  # noqa: E402
 
 # The last commit before the value stage left full logits.
@@ -238,10 +238,10 @@ def main() -> None:
             figures = medians(runs[head, code])
             print(f"{head} {code}: " + ", ".join(f"{key} {value:.1f}" for key, value in figures.items()), flush=True)
     text = section(runs, args, command)
-    print(text)
     if args.write_results:
-        results = REPO_ROOT / "benchmarks" / "RESULTS.md"
-        results.write_text(with_sections_replaced(results.read_text(), [text]))
+        write_section(text, REPO_ROOT / "benchmarks" / "RESULTS.md")
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
         used_by=("alignment.runtime.lm_head.compact_tiles",),
         why=(
             "The vocabulary width of the fused head's tiles, read by its forward at each call; patched on CPU to "
-            "`CPU_VOCAB_TILE` so that each fp32 copy of a tile is 64 MiB, not 512. Renamed, the patch would add an "
+            "`CPU_VOCAB_TILE` so that each fp32 copy of a tile is 16 MiB, not 512. Renamed, the patch would add an "
             "unread name and the tiles would be TRL's again: the same test catches that."
         ),
     ),
