@@ -188,13 +188,13 @@ def stage_table(stage: str, summaries: list[Summary], with_mfu: bool) -> str:
             continue
         failed = f" ({summary.failures}/{summary.repeats} failed)" if summary.failures else ""
         cells = [f"`{summary.configuration.name}`{failed}"]
+        ratios = {
+            "ratio": summary.ratio,
+            "cpu_ratio": summary.cpu_ratio,
+            "memory_ratio": summary.memory_ratio,
+            "step_time_ratio": summary.step_time_ratio,
+        }
         for figure, _, fmt in columns:
-            ratios = {
-                "ratio": summary.ratio,
-                "cpu_ratio": summary.cpu_ratio,
-                "memory_ratio": summary.memory_ratio,
-                "step_time_ratio": summary.step_time_ratio,
-            }
             value = ratios[figure] if figure in ratios else summary.medians.get(figure)
             if figure in ratios and value is None:
                 cells.append("ref." if summary.configuration == reference_of(stage) else "n/a")

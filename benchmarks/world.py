@@ -97,8 +97,11 @@ def build_world(work_dir: str | Path, settings: Settings, seed: int = 0) -> Worl
         shared = sharegpt_rows(tokenizer, counts, max_length=length)
         splits = {stage: {"train": shared[stage], "test": shared[f"{stage}_test"]} for stage in ("sft", "dpo", "rm")}
     else:
-        generators = {"sft": (chat_rows, settings.sft_rows), "dpo": (preference_rows, settings.dpo_rows)}
-        generators["rm"] = (preference_rows, settings.rm_rows)
+        generators = {
+            "sft": (chat_rows, settings.sft_rows),
+            "dpo": (preference_rows, settings.dpo_rows),
+            "rm": (preference_rows, settings.rm_rows),
+        }
         splits = {
             stage: {
                 "train": generate(tokenizer, rows, max_length=length, seed=seed + 2 * offset),

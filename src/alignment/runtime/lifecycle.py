@@ -7,6 +7,7 @@ import enum
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,27 +125,28 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def resolved_config(*configs: Any) -> dict[str, Any]:
-    """One flat mapping of every recipe key to the value the run uses; it parses back as a recipe."""
-    resolved: dict[str, Any] = {}
+def _recipe_fields(*configs: Any) -> Iterator[tuple[Any, dataclasses.Field]]:
+    """(config, field) for every recipe key of `configs`: the fields a recipe may set, private ones left out."""
     for config in configs:
         for f in dataclasses.fields(config):
             if f.init and not f.name.startswith("_"):
-                resolved[f.name] = _plain(getattr(config, f.name))
-    return resolved
+                yield config, f
+
+
+def resolved_config(*configs: Any) -> dict[str, Any]:
+    """One flat mapping of every recipe key to the value the run uses; it parses back as a recipe."""
+    return {f.name: _plain(getattr(config, f.name)) for config, f in _recipe_fields(*configs)}
 
 
 def recipe_defaults(*configs: Any) -> dict[str, Any]:
     """Every recipe key's default, for the keys that have one: a run saved before the package added a key is read as
     having used its default (`alignment.runtime.reliability.differing_keys`)."""
     defaults: dict[str, Any] = {}
-    for config in configs:
-        for f in dataclasses.fields(config):
-            if f.init and not f.name.startswith("_"):
-                if f.default is not dataclasses.MISSING:
-                    defaults[f.name] = _plain(f.default)
-                elif f.default_factory is not dataclasses.MISSING:
-                    defaults[f.name] = _plain(f.default_factory())
+    for _, f in _recipe_fields(*configs):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = _plain(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = _plain(f.default_factory())
     return defaults
 
 
