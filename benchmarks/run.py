@@ -68,7 +68,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--output_dir", default=str(REPO_ROOT / "benchmarks"), help="where RESULTS.md goes")
     parser.add_argument("--work_dir", help="where the world and the runs' logs go (default: a new temp folder)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.repeats is not None and args.repeats < 1:  # no runs would still rewrite RESULTS.md, with empty tables
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    return args
 
 
 def in_subprocess(entry: str, *args) -> None:
